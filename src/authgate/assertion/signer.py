@@ -1,0 +1,99 @@
+"""The ES256 assertion the upstream receives, and the JWKS that verifies it."""
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ASSERTION_LIFETIME_S = 300
+REUSE_MARGIN_S = 60  # re-sign when less than this is left before `exp`
+
+
+def _b64url_uint(value: int, length: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes(length, "big")).rstrip(b"=").decode()
+
+
+def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    numbers = key.public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64url_uint(numbers.x, 32),
+        "y": _b64url_uint(numbers.y, 32),
+    }
+
+
+def jwk_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace."""
+    required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(required, separators=(",", ":"), sort_keys=True).encode())
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+class AssertionSigner:
+    """Signs per-route assertions; a signed token is reused per session+route until near `exp`."""
+
+    def __init__(
+        self, key: ec.EllipticCurvePrivateKey, issuer: str, cache_size: int = 10_000
+    ) -> None:
+        self._key = key
+        self.issuer = issuer
+        jwk = public_jwk(key)
+        self.kid = jwk_thumbprint(jwk)
+        self.jwks: dict[str, Any] = {
+            "keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "ES256"}]
+        }
+        self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
+        self._cache: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
+
+    def assertion_for(
+        self,
+        *,
+        sid: str,
+        audience: str,
+        user: str,
+        email: str,
+        name: str,
+        groups: tuple[str, ...],
+        now: float | None = None,
+    ) -> str:
+        now_i = int(time.time() if now is None else now)
+        key = (sid, audience)
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
+            return cached[0]
+        exp = now_i + ASSERTION_LIFETIME_S
+        token = self.sign(
+            {
+                "iss": self.issuer,
+                "aud": audience,
+                "iat": now_i,
+                "nbf": now_i,
+                "exp": exp,
+                "jti": secrets.token_urlsafe(16),
+                "sub": user,
+                "user": user,
+                "email": email,
+                "name": name,
+                "groups": list(groups),  # always a list: a missing claim makes Jenkins anonymous
+                "sid": sid,
+            }
+        )
+        self._cache[key] = (token, exp)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return token
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)

@@ -1,0 +1,1 @@
+"""The ext_authz servicer: CheckRequest -> RequestContext -> Decision -> CheckResponse."""

@@ -1,0 +1,194 @@
+"""The authenticate service host: sign-in, the OAuth callback, sign-out.
+
+Flow: a route host sends the browser to /.pomerium/sign_in with a sealed request; we log the user
+in at the IdP (or reuse this host's session), then hand the session to the route host's
+/.pomerium/callback in a sealed, short-lived, single-use token bound to the browser's nonce.
+"""
+
+import hmac
+import html
+import secrets
+import time
+
+from authgate.authz import pages
+from authgate.authz.context import RequestContext
+from authgate.authz.decision import Respond
+from authgate.authz.redirects import safe_redirect
+from authgate.authz.route_endpoints import JWKS_PATH, jwks, well_known
+from authgate.authz.state import HANDOFF_TTL_S, LOGIN_TTL_S, SIGNOUT_TTL_S, AuthzState
+from authgate.oidc import IdpError, TokenRejected
+from authgate.session import Session
+from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
+
+LOGIN_STATE_COOKIE_SUFFIX = "_authn_login"
+
+
+def _login_state_cookie(state: AuthzState) -> str:
+    return f"{state.cfg.cookie_name}{LOGIN_STATE_COOKIE_SUFFIX}"
+
+
+def _authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:
+    value = first_cookie(ctx.cookies, state.session_cookie)
+    return state.sessions.decode(value, state.cfg.authenticate_netloc) if value else None
+
+
+def _open_sign_in(state: AuthzState, token: str | None) -> dict[str, str] | None:
+    """A sign-in request is valid only if we sealed it, it is fresh, and targets a route host."""
+    data = state.sign_in_box.open(token or "", bound_to=state.cfg.authenticate_netloc)
+    if data is None or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
+        return None
+    route = state.cfg.hosts.get(str(data.get("h", "")))
+    nonce = data.get("n")
+    if route is None or not isinstance(nonce, str):
+        return None
+    target = safe_redirect(str(data.get("t", "")), route.origin)
+    if target is None:
+        return None
+    return {"t": target, "n": nonce, "h": route.netloc}
+
+
+def _hand_off(state: AuthzState, request: dict[str, str], session: Session) -> Respond:
+    route = state.cfg.hosts[request["h"]]
+    token = state.handoff_box.seal(
+        {
+            "s": session.to_payload(),
+            "t": request["t"],
+            "n": request["n"],
+            "exp": int(time.time()) + HANDOFF_TTL_S,
+            "jti": secrets.token_urlsafe(16),
+        },
+        bound_to=route.netloc,
+    )
+    return pages.redirect(f"{route.origin}/.pomerium/callback?handoff={token}")
+
+
+def _login_error(ctx: RequestContext, status: int, detail: str) -> Respond:
+    return pages.error(ctx, status, "Sign-in failed", detail, "login_failed")
+
+
+async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
+    request = _open_sign_in(state, ctx.param("req"))
+    if request is None:
+        return _login_error(
+            ctx,
+            400,
+            "This sign-in link is invalid or expired. Open the application again to sign in.",
+        )
+    session = _authn_session(state, ctx)
+    if session is not None:
+        return _hand_off(state, request, session)
+    try:
+        login = await state.oidc.begin_login()
+    except IdpError as exc:
+        return _login_error(ctx, 502, f"The identity provider is unavailable: {exc}")
+    cookie_value = state.login_box.seal(
+        {
+            "state": login.state,
+            "nonce": login.nonce,
+            "pkce": login.code_verifier,
+            "req": request,
+            "exp": int(time.time()) + LOGIN_TTL_S,
+        },
+        bound_to=state.cfg.authenticate_netloc,
+    )
+    cookie = set_cookie(
+        _login_state_cookie(state), cookie_value, max_age=LOGIN_TTL_S, secure=state.secure
+    )
+    return pages.redirect(login.url, cookies=(cookie,))
+
+
+async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
+    clear_login = clear_cookie(_login_state_cookie(state), secure=state.secure)
+    raw = first_cookie(ctx.cookies, _login_state_cookie(state))
+    login = state.login_box.open(raw or "", bound_to=state.cfg.authenticate_netloc)
+    got_state = ctx.param("state") or ""
+    if (
+        login is None
+        or not isinstance(login.get("exp"), int)
+        or login["exp"] < time.time()
+        or not got_state
+        or not hmac.compare_digest(str(login.get("state", "")), got_state)
+        or not isinstance(login.get("req"), dict)
+    ):
+        return _login_error(
+            ctx,
+            400,
+            "This sign-in attempt is unknown or expired "
+            "(state mismatch). Open the application again.",
+        )
+    if ctx.param("error"):
+        desc = ctx.param("error_description") or ctx.param("error") or ""
+        return _login_error(ctx, 403, f"The identity provider refused the sign-in: {desc}")
+    code = ctx.param("code")
+    if not code:
+        return _login_error(ctx, 400, "The identity provider sent no authorization code.")
+    try:
+        claims = await state.oidc.complete_login(code, str(login["pkce"]), str(login["nonce"]))
+    except IdpError as exc:
+        return _login_error(ctx, 502, f"The identity provider is unavailable: {exc}")
+    except TokenRejected as exc:
+        return _login_error(ctx, 401, f"The identity provider's answer was rejected: {exc}")
+    session = Session.from_claims(claims, state.session_lifetime_s)
+    authn_cookie = set_cookie(
+        state.session_cookie,
+        state.sessions.encode(session, state.cfg.authenticate_netloc),
+        max_age=state.session_lifetime_s,
+        secure=state.secure,
+    )
+    answer = _hand_off(state, login["req"], session)
+    return Respond(
+        status=answer.status, headers=answer.headers, cookies=(authn_cookie, clear_login)
+    )
+
+
+async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
+    data = state.signout_box.open(ctx.param("req") or "", bound_to=state.cfg.authenticate_netloc)
+    if data is None or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
+        return pages.error(
+            ctx, 400, "Sign-out link expired", "Sign out again from the application.", "bad_request"
+        )
+    rd = str(data.get("rd", ""))
+    clear = clear_cookie(state.session_cookie, secure=state.secure)
+    back = state.signout_box.seal(
+        {"rd": rd, "exp": int(time.time()) + SIGNOUT_TTL_S},
+        bound_to=f"{state.cfg.authenticate_netloc}/signed_out",
+    )
+    idp_url = await state.oidc.end_session_url(
+        f"{state.cfg.authenticate_origin}/.pomerium/signed_out", back
+    )
+    return pages.redirect(idp_url or rd, cookies=(clear,))
+
+
+def signed_out(state: AuthzState, ctx: RequestContext) -> Respond:
+    data = state.signout_box.open(
+        ctx.param("state") or "", bound_to=f"{state.cfg.authenticate_netloc}/signed_out"
+    )
+    rd = str(data.get("rd", "")) if data else ""
+    route = state.cfg.route_for_origin(rd) if rd else None
+    target = safe_redirect(rd, route.origin) if route else None
+    if target:
+        return pages.redirect(target)
+    return pages.html_page(200, "Signed out", "<p>You are signed out.</p>")
+
+
+async def handle_authenticate(state: AuthzState, ctx: RequestContext) -> Respond:
+    path = ctx.path_only
+    if path == "/oauth2/callback":
+        return await oauth_callback(state, ctx)
+    if path == "/.pomerium/sign_in":
+        return await sign_in(state, ctx)
+    if path == "/.pomerium/sign_out":
+        return await sign_out(state, ctx)
+    if path == "/.pomerium/signed_out":
+        return signed_out(state, ctx)
+    if path == JWKS_PATH:
+        return jwks(state)
+    if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
+        return well_known(state, state.cfg.authenticate_origin)
+    if path == "/":
+        links = "".join(
+            f'<li><a href="{html.escape(r.origin)}/">{html.escape(r.origin)}</a></li>'
+            for r in state.cfg.hosts.values()
+        )
+        return pages.html_page(200, "authgate", f"<p>Applications:</p><ul>{links}</ul>")
+    return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

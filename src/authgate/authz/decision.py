@@ -1,0 +1,24 @@
+"""What a handler decides: let the request through (with header changes) or answer it."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Forward to the upstream with these header changes."""
+
+    set_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer the client directly (redirect, page, JSON); the upstream sees nothing."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+    cookies: tuple[str, ...] = field(default=())  # Set-Cookie values
+
+
+Decision = Allow | Respond

@@ -1,0 +1,58 @@
+"""The answers authgate gives itself: redirects, small HTML pages, JSON errors."""
+
+import html
+import json
+
+from authgate.authz.context import RequestContext
+from authgate.authz.decision import Respond
+
+_NO_STORE = ("cache-control", "no-store")
+
+_STYLE = (
+    "body{font:16px system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;"
+    "color:#222}h1{font-size:1.4rem}.muted{color:#666;font-size:.9rem}"
+    "button{font-size:1rem;padding:.4rem 1rem}th{text-align:left;padding-right:1rem}"
+)
+_PAGE = (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width">\n<title>{title}</title>'
+    "<style>{style}</style></head><body><h1>{title}</h1>{body}"
+    '<p class="muted">authgate</p></body></html>\n'
+)
+
+
+def html_page(status: int, title: str, body_html: str, cookies: tuple[str, ...] = ()) -> Respond:
+    return Respond(
+        status=status,
+        headers=(
+            ("content-type", "text/html; charset=utf-8"),
+            _NO_STORE,
+            ("x-frame-options", "DENY"),
+            (
+                "content-security-policy",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            ),
+        ),
+        body=_PAGE.format(title=html.escape(title), style=_STYLE, body=body_html),
+        cookies=cookies,
+    )
+
+
+def json_answer(status: int, payload: dict[str, object], cookies: tuple[str, ...] = ()) -> Respond:
+    return Respond(
+        status=status,
+        headers=(("content-type", "application/json"), _NO_STORE),
+        body=json.dumps(payload, separators=(",", ":")),
+        cookies=cookies,
+    )
+
+
+def error(ctx: RequestContext, status: int, title: str, detail: str, code: str) -> Respond:
+    """An error as the client wants it: a page for browsers, JSON for API clients."""
+    if ctx.wants_html:
+        return html_page(status, title, f"<p>{html.escape(detail)}</p>")
+    return json_answer(status, {"error": code, "message": detail})
+
+
+def redirect(location: str, cookies: tuple[str, ...] = ()) -> Respond:
+    return Respond(status=302, headers=(("location", location), _NO_STORE), cookies=cookies)

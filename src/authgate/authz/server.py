@@ -1,0 +1,69 @@
+"""The ext_authz gRPC server: one grpc.aio server per worker process, on uvloop."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+import structlog
+import uvloop
+
+from authgate._pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authgate.authz.response import to_check_response
+from authgate.authz.service import decide, request_context
+from authgate.authz.state import AuthzState
+from authgate.config import RuntimeConfig
+
+log = structlog.get_logger("authgate.authz")
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, state: AuthzState) -> None:
+        self.state = state
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        try:
+            decision = await decide(self.state, request_context(request))
+            return to_check_response(decision)
+        except Exception:
+            # Fail closed: Envoy turns a gRPC error into 503 (status_on_error), never an allow.
+            log.exception("check_failed", path=request.attributes.request.http.path)
+            await context.abort(grpc.StatusCode.INTERNAL, "authorization error")
+            raise
+
+
+def _grpc_address(listen: str) -> str:
+    return listen if not listen.startswith("/") else f"unix:{listen}"
+
+
+async def serve(cfg: RuntimeConfig, listen: str, ready_file: Path | None = None) -> None:
+    """Serve Check on `listen` (unix:/path.sock or host:port) until SIGTERM/SIGINT."""
+    state = AuthzState.build(cfg)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
+        AuthorizationServicer(state), server
+    )
+    address = _grpc_address(listen)
+    if address.startswith("unix:"):
+        Path(address.removeprefix("unix:")).unlink(missing_ok=True)
+    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    if ready_file is not None:
+        ready_file.write_text(str(os.getpid()))
+    print(f"authgate authz: serving ext_authz on {address}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=1.0)
+    await state.oidc.aclose()
+
+
+def run_server(cfg: RuntimeConfig, listen: str, ready_file: Path | None = None) -> None:
+    uvloop.run(serve(cfg, listen, ready_file))

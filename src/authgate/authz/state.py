@@ -1,0 +1,88 @@
+"""Everything a worker builds once at start and shares across Check calls."""
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from authgate.assertion import AssertionSigner
+from authgate.config import RuntimeConfig
+from authgate.oidc import OidcClient
+from authgate.session import SealedBox, SessionCodec
+
+HANDOFF_TTL_S = 60
+LOGIN_TTL_S = 600
+SIGNOUT_TTL_S = 120
+
+
+class SeenTokens:
+    """Remembers single-use token ids until they expire (bounded)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._limit = limit
+
+    def first_use(self, token_id: str, expires_at: float) -> bool:
+        now = time.time()
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        if token_id in self._seen:
+            return False
+        self._seen[token_id] = expires_at
+        if len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return True
+
+
+@dataclass
+class AuthzState:
+    cfg: RuntimeConfig
+    sessions: SessionCodec
+    signer: AssertionSigner
+    oidc: OidcClient
+    sign_in_box: SealedBox  # route host -> authenticate host login requests
+    login_box: SealedBox  # the authenticate host's in-flight login (state, nonce, PKCE)
+    handoff_box: SealedBox  # authenticate host -> route host session hand-off
+    signout_box: SealedBox  # route host -> authenticate host sign-out
+    csrf_box: SealedBox
+    seen_handoffs: SeenTokens = field(default_factory=SeenTokens)
+
+    @property
+    def secure(self) -> bool:
+        return self.cfg.settings.tls
+
+    @property
+    def session_cookie(self) -> str:
+        return self.cfg.cookie_name
+
+    @property
+    def login_cookie(self) -> str:
+        return f"{self.cfg.cookie_name}_login"
+
+    @property
+    def own_cookies(self) -> frozenset[str]:
+        return frozenset({self.session_cookie, self.login_cookie})
+
+    @property
+    def session_lifetime_s(self) -> int:
+        return int(self.cfg.settings.cookie_expire.total_seconds())
+
+    @classmethod
+    def build(cls, cfg: RuntimeConfig) -> "AuthzState":
+        key = cfg.cookie_key
+        return cls(
+            cfg=cfg,
+            sessions=SessionCodec(key),
+            signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
+            oidc=OidcClient(
+                provider_url=cfg.settings.idp_provider_url,
+                client_id=cfg.settings.idp_client_id,
+                client_secret=cfg.client_secret,
+                redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
+                scopes=list(cfg.settings.idp_scopes),
+            ),
+            sign_in_box=SealedBox(key, "authgate sign-in request v1"),
+            login_box=SealedBox(key, "authgate login state v1"),
+            handoff_box=SealedBox(key, "authgate hand-off v1"),
+            signout_box=SealedBox(key, "authgate sign-out v1"),
+            csrf_box=SealedBox(key, "authgate csrf v1"),
+        )

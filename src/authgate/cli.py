@@ -1,0 +1,125 @@
+"""Command line: `authgate run | authz | envoy-config | keygen`."""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from authgate import __version__
+from authgate.errors import ConfigError
+
+DEFAULT_AUTHZ_LISTEN = "127.0.0.1:9191"
+
+
+def _load(path: str, warn: bool = True):  # type: ignore[no-untyped-def]
+    from authgate.config import build_runtime, load_settings
+
+    return build_runtime(load_settings(path), warn=warn)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from authgate.runner import run
+
+    return run(
+        Path(args.config),
+        workers=args.workers,
+        runtime_dir=args.runtime_dir,
+        envoy_log_level=args.envoy_log_level,
+    )
+
+
+def cmd_authz(args: argparse.Namespace) -> int:
+    from authgate.authz.server import run_server
+
+    cfg = _load(args.config)
+    run_server(cfg, args.listen, Path(args.ready_file) if args.ready_file else None)
+    return 0
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    from authgate.envoy.bootstrap import build_bootstrap, render_yaml
+
+    cfg = _load(args.config, warn=False)
+    doc = build_bootstrap(cfg, args.authz or [DEFAULT_AUTHZ_LISTEN], admin_address=args.admin)
+    sys.stdout.write(
+        json.dumps(doc, indent=2) + "\n" if args.format == "json" else render_yaml(doc)
+    )
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from authgate.config.runtime import generate_cookie_secret, generate_signing_key_b64
+
+    print(generate_cookie_secret() if args.cookie_secret else generate_signing_key_b64())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authgate",
+        description="Identity-aware proxy: Envoy in front, authgate's ext_authz server deciding.",
+    )
+    parser.add_argument("--version", action="version", version=f"authgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start Envoy and the authz workers together")
+    run.add_argument("-c", "--config", required=True, help="config.yaml (Pomerium format)")
+    run.add_argument("--workers", type=int, default=1, help="authz worker processes (default 1)")
+    run.add_argument(
+        "--runtime-dir",
+        default=None,
+        help="where sockets and the generated Envoy config go (default: a temp dir)",
+    )
+    run.add_argument("--envoy-log-level", default="warning", help="Envoy's --log-level")
+    run.set_defaults(func=cmd_run)
+
+    authz = sub.add_parser(
+        "authz", help="run only the ext_authz gRPC server (Envoy runs elsewhere)"
+    )
+    authz.add_argument("-c", "--config", required=True)
+    authz.add_argument(
+        "--listen",
+        default=DEFAULT_AUTHZ_LISTEN,
+        help=f"unix:/path.sock or host:port (default {DEFAULT_AUTHZ_LISTEN})",
+    )
+    authz.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    authz.set_defaults(func=cmd_authz)
+
+    env = sub.add_parser("envoy-config", help="print the Envoy bootstrap generated from the config")
+    env.add_argument("-c", "--config", required=True)
+    env.add_argument(
+        "--authz",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"authz endpoint(s): unix:/path.sock or host:port "
+        f"(default {DEFAULT_AUTHZ_LISTEN}); repeat for several workers",
+    )
+    env.add_argument("--admin", default="127.0.0.1:9901", help="Envoy admin address")
+    env.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    env.set_defaults(func=cmd_envoy_config)
+
+    keygen = sub.add_parser("keygen", help="print a new signing_key (base64 of an EC P-256 PEM)")
+    keygen.add_argument(
+        "--cookie-secret",
+        action="store_true",
+        help="print a new cookie_secret (base64 of 32 random bytes) instead",
+    )
+    keygen.set_defaults(func=cmd_keygen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"authgate: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

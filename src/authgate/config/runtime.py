@@ -1,0 +1,155 @@
+"""Settings turned into what the servers use: decoded keys, compiled policies, routes by id."""
+
+import base64
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_key
+from authgate.errors import ConfigError
+from authgate.policy import CompiledPolicy, compile_policy, route_policy_document
+
+AUTHENTICATE_ROUTE_ID = "__authenticate__"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRuntime:
+    id: str
+    index: int
+    route: Route
+    policy: CompiledPolicy
+    netloc: str  # host[:port] as in the Host header
+    origin: str  # scheme://host[:port]
+    hostname: str
+    public: bool  # a request without a session may pass
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    settings: Settings
+    cookie_key: bytes
+    signing_key: ec.EllipticCurvePrivateKey
+    client_secret: str
+    routes: tuple[RouteRuntime, ...]
+    routes_by_id: Mapping[str, RouteRuntime]
+    hosts: Mapping[str, RouteRuntime]  # netloc -> first route of that host
+    authenticate_origin: str
+    authenticate_netloc: str
+    assertion_issuer: str
+
+    @property
+    def cookie_name(self) -> str:
+        name = self.settings.cookie_name
+        return f"__Host-{name}" if self.settings.tls else name
+
+    def route_for_origin(self, origin: str) -> RouteRuntime | None:
+        parts = urlsplit(origin)
+        if parts.scheme != ("https" if self.settings.tls else "http"):
+            return None
+        return self.hosts.get(netloc_of(origin))
+
+
+def generate_cookie_secret() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def generate_signing_key_b64() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return base64.b64encode(pem).decode()
+
+
+def _route_id(route: Route, index: int) -> str:
+    return route.id or f"route-{index}"
+
+
+def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
+    cookie_secret = settings.cookie_secret
+    signing_key_b64 = settings.signing_key
+    if cookie_secret is None or signing_key_b64 is None:
+        if warn:
+            missing = [
+                k
+                for k, v in (("cookie_secret", cookie_secret), ("signing_key", signing_key_b64))
+                if v is None
+            ]
+            print(
+                f"authgate: warning: {', '.join(missing)} not set; using a random value that "
+                "changes at every restart (sessions and assertion keys will not survive it)",
+                file=sys.stderr,
+            )
+        cookie_secret = cookie_secret or generate_cookie_secret()
+        signing_key_b64 = signing_key_b64 or generate_signing_key_b64()
+    client_secret = settings.idp_client_secret or os.environ.get("IDP_CLIENT_SECRET", "")
+    if not client_secret:
+        raise ConfigError(
+            "idp_client_secret", "is required", "set idp_client_secret or idp_client_secret_file"
+        )
+    scheme = "https" if settings.tls else "http"
+    routes: list[RouteRuntime] = []
+    seen_ids: set[str] = set()
+    for index, route in enumerate(settings.routes):
+        rid = _route_id(route, index)
+        if rid in seen_ids or rid == AUTHENTICATE_ROUTE_ID:
+            raise ConfigError(
+                f"routes[{index}].id", f"duplicate route id {rid!r}", "make ids unique"
+            )
+        seen_ids.add(rid)
+        if urlsplit(route.from_).scheme != scheme:
+            fix = "use https:// routes with TLS" if settings.tls else "use http:// routes"
+            raise ConfigError(f"routes[{index}].from", f"scheme must be {scheme}", fix)
+        document = route_policy_document(
+            policy=route.policy,
+            allow_public_unauthenticated_access=route.allow_public_unauthenticated_access,
+            allow_any_authenticated_user=route.allow_any_authenticated_user,
+            allowed_users=route.allowed_users,
+            allowed_domains=route.allowed_domains,
+            allowed_groups=route.allowed_groups,
+        )
+        policy = compile_policy(document, where=f"routes[{index}].policy")
+        routes.append(
+            RouteRuntime(
+                id=rid,
+                index=index,
+                route=route,
+                policy=policy,
+                netloc=route.from_netloc,
+                origin=f"{scheme}://{route.from_netloc}",
+                hostname=route.from_host,
+                public=not policy.needs_identity(),
+            )
+        )
+    hosts: dict[str, RouteRuntime] = {}
+    for rt in routes:
+        hosts.setdefault(rt.netloc, rt)
+    authn_url = settings.authenticate_service_url
+    if urlsplit(authn_url).scheme != scheme:
+        raise ConfigError("authenticate_service_url", f"scheme must be {scheme}")
+    authn_netloc = netloc_of(authn_url)
+    if settings.jwt_issuer_format == "uri":
+        issuer = f"{scheme}://{authn_netloc}/"
+    else:
+        issuer = urlsplit(authn_url).hostname or authn_netloc
+    return RuntimeConfig(
+        settings=settings,
+        cookie_key=decode_base64(cookie_secret),
+        signing_key=parse_signing_key(decode_base64(signing_key_b64)),
+        client_secret=client_secret,
+        routes=tuple(routes),
+        routes_by_id=MappingProxyType({r.id: r for r in routes}),
+        hosts=MappingProxyType(hosts),
+        authenticate_origin=f"{scheme}://{authn_netloc}",
+        authenticate_netloc=authn_netloc,
+        assertion_issuer=issuer,
+    )

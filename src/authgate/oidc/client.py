@@ -1,0 +1,241 @@
+"""OpenID Connect relying party: discovery, authorization URL, code exchange, ID-token checks.
+
+authlib builds the authorization request (PKCE S256) and performs the token request; PyJWT
+verifies the ID token against the IdP's JWKS with an algorithm allow-list.
+"""
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+ALLOWED_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+HTTP_TIMEOUT_S = 5.0
+METADATA_TTL_S = 3600.0
+
+
+class IdpError(Exception):
+    """The identity provider could not be reached or answered something unusable."""
+
+
+class TokenRejected(Exception):
+    """The IdP's response did not pass verification (signature, iss, aud, exp, nonce, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    url: str
+    state: str
+    nonce: str
+    code_verifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str | None
+    end_session_endpoint: str | None
+
+
+class OidcClient:
+    def __init__(
+        self,
+        *,
+        provider_url: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: list[str],
+    ) -> None:
+        self.provider_url = provider_url.rstrip("/")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.scopes = scopes
+        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False)
+        self._metadata: Metadata | None = None
+        self._metadata_at = 0.0
+        self._jwks: jwt.PyJWKSet | None = None
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get_json(self, url: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await self._http.get(url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise IdpError(f"cannot reach the identity provider at {url}: {exc!s}") from None
+        if response.status_code != 200:
+            raise IdpError(f"identity provider answered {response.status_code} for {url}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise IdpError(f"identity provider sent invalid JSON from {url}") from None
+        if not isinstance(data, dict):
+            raise IdpError(f"identity provider sent unexpected JSON from {url}")
+        return data
+
+    async def metadata(self) -> Metadata:
+        if self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_TTL_S:
+            return self._metadata
+        async with self._lock:
+            if self._metadata is None or time.monotonic() - self._metadata_at >= METADATA_TTL_S:
+                doc = await self._get_json(f"{self.provider_url}/.well-known/openid-configuration")
+                try:
+                    meta = Metadata(
+                        issuer=str(doc["issuer"]),
+                        authorization_endpoint=str(doc["authorization_endpoint"]),
+                        token_endpoint=str(doc["token_endpoint"]),
+                        jwks_uri=str(doc["jwks_uri"]),
+                        userinfo_endpoint=doc.get("userinfo_endpoint"),
+                        end_session_endpoint=doc.get("end_session_endpoint"),
+                    )
+                except KeyError as exc:
+                    raise IdpError(f"discovery document lacks {exc.args[0]}") from None
+                if meta.issuer.rstrip("/") != self.provider_url:
+                    raise IdpError(
+                        f"discovery issuer {meta.issuer!r} does not match idp_provider_url"
+                    )
+                self._metadata, self._metadata_at = meta, time.monotonic()
+        assert self._metadata is not None
+        return self._metadata
+
+    async def begin_login(self) -> LoginRequest:
+        meta = await self.metadata()
+        state = secrets.token_urlsafe(24)
+        nonce = secrets.token_urlsafe(24)
+        verifier = secrets.token_urlsafe(48)
+        oauth = AsyncOAuth2Client(
+            client_id=self.client_id,
+            redirect_uri=self.redirect_uri,
+            scope=" ".join(self.scopes),
+            code_challenge_method="S256",
+        )
+        url, _ = oauth.create_authorization_url(
+            meta.authorization_endpoint, state=state, code_verifier=verifier, nonce=nonce
+        )
+        await oauth.aclose()
+        return LoginRequest(url=url, state=state, nonce=nonce, code_verifier=verifier)
+
+    async def _signing_keys(self, kid: str | None, refresh: bool) -> jwt.PyJWKSet:
+        if self._jwks is None or refresh:
+            meta = await self.metadata()
+            data = await self._get_json(meta.jwks_uri)
+            try:
+                self._jwks = jwt.PyJWKSet.from_dict(data)
+            except jwt.PyJWTError:
+                raise IdpError("identity provider JWKS has no usable keys") from None
+        return self._jwks
+
+    async def _key_for(self, id_token: str) -> jwt.PyJWK:
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError:
+            raise TokenRejected("ID token is not a JWT") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise TokenRejected(f"ID token algorithm {alg!r} is not allowed")
+        kid = header.get("kid")
+        for refresh in (False, True):
+            keys = await self._signing_keys(kid, refresh)
+            candidates = [k for k in keys.keys if kid is None or k.key_id == kid]
+            if len(candidates) == 1 or (kid is None and candidates):
+                return candidates[0]
+        raise TokenRejected("ID token signed with an unknown key")
+
+    async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+        meta = await self.metadata()
+        key = await self._key_for(id_token)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                id_token,
+                key,
+                algorithms=list(ALLOWED_ALGORITHMS),
+                audience=self.client_id,
+                issuer=meta.issuer,
+                leeway=30,
+                options={"require": ["iss", "aud", "exp", "iat", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"ID token rejected: {exc}") from None
+        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise TokenRejected("ID token nonce does not match this login")
+        aud = claims.get("aud")
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
+            raise TokenRejected("ID token has several audiences and azp is not this client")
+        return claims
+
+    async def complete_login(self, code: str, code_verifier: str, nonce: str) -> dict[str, Any]:
+        """Exchange the code, verify the ID token, and merge userinfo claims."""
+        meta = await self.metadata()
+        oauth = AsyncOAuth2Client(
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            timeout=HTTP_TIMEOUT_S,
+        )
+        try:
+            token = await oauth.fetch_token(
+                meta.token_endpoint,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=code_verifier,
+            )
+        except httpx.HTTPError as exc:
+            raise IdpError(f"token request failed: {exc!s}") from None
+        except Exception as exc:  # authlib raises OAuthError and friends for IdP error bodies
+            raise TokenRejected(f"token request refused: {exc!s}") from None
+        finally:
+            await oauth.aclose()
+        id_token = token.get("id_token")
+        if not isinstance(id_token, str):
+            raise TokenRejected("token response has no id_token (is `openid` in idp_scopes?)")
+        claims = await self.verify_id_token(id_token, nonce)
+        access_token = token.get("access_token")
+        if meta.userinfo_endpoint and isinstance(access_token, str):
+            info = await self._get_json(
+                meta.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+            if info.get("sub") == claims["sub"]:
+                # ID-token claims win; userinfo fills in what the ID token left out.
+                claims = {**info, **{k: v for k, v in claims.items() if v is not None}}
+        return claims
+
+    async def end_session_url(self, post_logout_redirect_uri: str, state: str) -> str | None:
+        try:
+            meta = await self.metadata()
+        except IdpError:
+            return None
+        if not meta.end_session_endpoint:
+            return None
+        query = urlencode(
+            {
+                "client_id": self.client_id,
+                "post_logout_redirect_uri": post_logout_redirect_uri,
+                "state": state,
+            }
+        )
+        sep = "&" if "?" in meta.end_session_endpoint else "?"
+        return f"{meta.end_session_endpoint}{sep}{query}"

@@ -1,0 +1,36 @@
+"""What a policy decides on: the identity (if any) and the request, built once per Check."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def normalize_groups(value: object) -> tuple[str, ...]:
+    """IdPs send groups missing, as a list, or as a single string; always get a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, list | tuple):
+        return tuple(str(item) for item in value if item is not None and item != "")
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The verified user behind a session."""
+
+    user: str
+    email: str
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInput:
+    identity: Identity | None
+    method: str = "GET"
+    path: str = "/"
+    source_ip: str = ""
+    now: datetime | None = None

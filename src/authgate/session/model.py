@@ -1,0 +1,98 @@
+"""A signed-in user's session, as stored (encrypted) in a cookie."""
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from authgate.policy import Identity, normalize_groups
+
+# ID-token claims worth keeping for policy `claim/<name>` criteria; the rest is dropped to keep
+# the cookie small.
+DROPPED_CLAIMS = frozenset(
+    {
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "c_hash",
+        "azp",
+        "jti",
+        "sid",
+        "s_hash",
+    }
+)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    sid: str
+    identity: Identity
+    issued_at: int
+    expires_at: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_claims(
+        cls, claims: dict[str, Any], lifetime_s: int, now: int | None = None
+    ) -> "Session":
+        now = int(time.time()) if now is None else now
+        kept = {k: v for k, v in claims.items() if k not in DROPPED_CLAIMS}
+        identity = Identity(
+            user=str(claims.get("sub", "")),
+            email=str(claims.get("email") or ""),
+            name=str(claims.get("name") or ""),
+            groups=normalize_groups(claims.get("groups")),
+            claims=kept,
+        )
+        return cls(
+            sid=new_session_id(), identity=identity, issued_at=now, expires_at=now + lifetime_s
+        )
+
+    def valid(self, now: float) -> bool:
+        return self.issued_at - 60 <= now < self.expires_at
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+            "claims": self.identity.claims,
+            "user": self.identity.user,
+            "email": self.identity.email,
+            "name": self.identity.name,
+            "groups": list(self.identity.groups),
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> "Session | None":
+        """Rebuild from a decrypted payload; anything malformed is simply no session."""
+        try:
+            sid, iat, exp = data["sid"], data["iat"], data["exp"]
+            claims = data.get("claims", {})
+            if not (
+                isinstance(sid, str)
+                and sid
+                and isinstance(iat, int)
+                and isinstance(exp, int)
+                and isinstance(claims, dict)
+            ):
+                return None
+            identity = Identity(
+                user=str(data["user"]),
+                email=str(data.get("email", "")),
+                name=str(data.get("name", "")),
+                groups=normalize_groups(data.get("groups")),
+                claims=claims,
+            )
+        except (KeyError, TypeError):
+            return None
+        return cls(sid=sid, identity=identity, issued_at=iat, expires_at=exp)
