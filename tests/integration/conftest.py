@@ -1,0 +1,138 @@
+"""The real stack: Envoy + authgate workers + the oidc-provider IdP + upstreams, over TLS."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from authgate.config.runtime import generate_signing_key_b64
+from tests.support.certs import TestPKI, make_pki
+from tests.support.idp import TestIdP
+from tests.support.idp_login import is_idp_login_page, submit_idp_login
+from tests.support.resolve import map_hosts
+from tests.support.stack import AuthgateStack, free_port
+from tests.support.upstream import SampleUpstream
+
+HOSTS = ["jenkins.test", "other.test", "status.test", "authenticate.test"]
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@dataclass
+class Env:
+    """What a test needs to know about the running stack."""
+
+    port: int
+    pki: TestPKI
+    idp: TestIdP
+    jenkins: SampleUpstream
+    other: SampleUpstream
+    status: SampleUpstream
+    stack: AuthgateStack
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"https://{host}:{self.port}{path}"
+
+    def browser(self) -> httpx.Client:
+        """An httpx client that behaves like a browser: cookies, redirects, Accept: text/html."""
+        return httpx.Client(verify=str(self.pki.ca_file), follow_redirects=True, timeout=15,
+                            headers={"accept": BROWSER_ACCEPT})
+
+    def login(self, client: httpx.Client, url: str, email: str = "alice@example.com",
+              password: str | None = None) -> httpx.Response:
+        page = client.get(url)
+        assert is_idp_login_page(page), f"expected the IdP login page, got {page.url}"
+        return submit_idp_login(client, page, email, password or email.split("@")[0] + "-password")
+
+
+def stack_config(port: int, pki: TestPKI, idp: TestIdP, jenkins_sock: Path,
+                 other_port: int, status_port: int) -> dict[str, Any]:
+    return {
+        "address": f"127.0.0.1:{port}",
+        "certificate_file": str(pki.cert_file),
+        "certificate_key_file": str(pki.key_file),
+        "authenticate_service_url": f"https://authenticate.test:{port}",
+        "idp_provider": "oidc",
+        "idp_provider_url": idp.issuer,
+        "idp_client_id": "authgate",
+        "idp_client_secret": "secret",
+        "idp_scopes": ["openid", "profile", "email", "groups"],
+        "signing_key": generate_signing_key_b64(),
+        "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "routes": [
+            {
+                "from": f"https://jenkins.test:{port}",
+                "to": f"unix://{jenkins_sock}",
+                "pass_identity_headers": True,
+                "host_rewrite_header": True,
+                "allow_websockets": True,
+                "policy": [{"allow": {"and": [{"domain": {"is": "example.com"}}]}}],
+            },
+            {
+                "from": f"https://other.test:{port}",
+                "to": f"http://127.0.0.1:{other_port}",
+                "pass_identity_headers": True,
+                "allow_any_authenticated_user": True,
+            },
+            {
+                "from": f"https://status.test:{port}",
+                "to": f"http://127.0.0.1:{status_port}",
+                "allow_public_unauthenticated_access": True,
+            },
+        ],
+    }
+
+
+def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
+    port = free_port()
+    pki = make_pki(workdir / "tls", HOSTS)
+    callback = f"https://authenticate.test:{port}/oauth2/callback"
+    signed_out = f"https://authenticate.test:{port}/.pomerium/signed_out"
+    idp = TestIdP(clients=[{
+        "client_id": "authgate", "client_secret": "secret",
+        "redirect_uris": [callback], "post_logout_redirect_uris": [signed_out],
+    }])
+    sock = Path(f"/tmp/ag-{os.getpid()}-{secrets.token_hex(3)}.sock")
+    with map_hosts({"*.test": "127.0.0.1"}), idp:
+        jenkins = SampleUpstream(
+            unix_path=sock, ca_file=pki.ca_file,
+            jwks_url=f"https://jenkins.test:{port}/.well-known/pomerium/jwks.json",
+            issuers=["authenticate.test"], audiences=["jenkins.test"],
+        )
+        other = SampleUpstream(
+            tcp_port=0, ca_file=pki.ca_file,
+            jwks_url=f"https://other.test:{port}/.well-known/pomerium/jwks.json",
+            issuers=["authenticate.test"], audiences=["other.test"],
+        )
+        status = SampleUpstream(tcp_port=0)
+        with jenkins, other, status:
+            assert other.port is not None and status.port is not None
+            config = stack_config(port, pki, idp, sock, other.port, status.port)
+            with AuthgateStack(workdir / "stack", config, workers=workers,
+                               ca_file=pki.ca_file) as stack:
+                yield Env(port, pki, idp, jenkins, other, status, stack)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One shared stack (2 workers) for the non-destructive tests."""
+    yield from start_env(tmp_path_factory.mktemp("stack"), workers=2)
+
+
+@pytest.fixture
+def fresh_env(tmp_path: Path) -> Iterator[Env]:
+    """A private stack for tests that break things (stopping workers)."""
+    yield from start_env(tmp_path, workers=1)
+
+
+@pytest.fixture(autouse=True)
+def _resolve_test_hosts() -> Iterator[None]:
+    with map_hosts({"*.test": "127.0.0.1"}):
+        yield

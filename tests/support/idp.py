@@ -1,0 +1,232 @@
+"""Start the test OpenID Provider (``tests/idp/server.js``, oidc-provider) from Python.
+
+Usage::
+
+    with TestIdP(clients=[{...}]) as idp:
+        idp.issuer  # "http://127.0.0.1:<port>"
+
+Requires Node.js and ``npm ci --prefix tests/idp``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+from urllib.parse import urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IDP_DIR = REPO_ROOT / "tests" / "idp"
+SERVER_JS = IDP_DIR / "server.js"
+
+DEFAULT_CLIENT_ID = "authgate"
+DEFAULT_CLIENT_SECRET = "secret"
+
+# Mirrors the defaults in server.js (used when ``users`` is not given).
+DEFAULT_USERS: tuple[dict[str, Any], ...] = (
+    {
+        "email": "alice@example.com",
+        "password": "alice-password",
+        "name": "Alice Example",
+        "groups": ["admins", "devs"],
+    },
+    {
+        "email": "bob@evil.org",
+        "password": "bob-password",
+        "name": "Bob Evil",
+        "groups": ["devs"],
+    },
+    {"email": "carol@example.com", "password": "carol-password", "name": "Carol Example"},
+)
+
+
+class IdPStartError(RuntimeError):
+    """The test IdP could not be started."""
+
+
+class TestIdP:
+    """Context manager running ``node tests/idp/server.js`` on 127.0.0.1.
+
+    ``clients`` / ``users`` are passed as ``IDP_CLIENTS`` / ``IDP_USERS`` (JSON);
+    ``None`` keeps the server's defaults.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        clients: Sequence[Mapping[str, Any]] | None = None,
+        users: Sequence[Mapping[str, Any]] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0,
+        node: str | None = None,
+    ) -> None:
+        self._port_request = port
+        self._clients = clients
+        self._users = users
+        self._extra_env = dict(extra_env or {})
+        self._startup_timeout = startup_timeout
+        self._node = node
+        self._proc: subprocess.Popen[str] | None = None
+        self._stdout_lines: queue.Queue[str | None] = queue.Queue()
+        self._stderr_chunks: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._issuer: str | None = None
+        self._port: int | None = None
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        if self._issuer is None:
+            raise RuntimeError("TestIdP is not running")
+        return self._issuer
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("TestIdP is not running")
+        return self._port
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    @property
+    def stderr(self) -> str:
+        """Everything the IdP wrote to stderr so far (useful when a test fails)."""
+        return "".join(self._stderr_chunks)
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            raise RuntimeError("TestIdP already started")
+        if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise IdPStartError(
+                f"{IDP_DIR / 'node_modules'} is missing: run `npm ci --prefix tests/idp` "
+                "(from the repository root) to install the test IdP's dependencies"
+            )
+        node = self._node or shutil.which("node")
+        if node is None:
+            raise IdPStartError(
+                "`node` not found on PATH: Node.js (>= 20) is needed for the test IdP"
+            )
+
+        env = dict(os.environ)
+        env["IDP_PORT"] = str(self._port_request)
+        if self._clients is not None:
+            env["IDP_CLIENTS"] = json.dumps(list(self._clients))
+        if self._users is not None:
+            env["IDP_USERS"] = json.dumps(list(self._users))
+        env.update(self._extra_env)
+
+        self._proc = subprocess.Popen(
+            [node, str(SERVER_JS)],
+            cwd=IDP_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._spawn_reader(self._proc.stdout, self._stdout_lines.put, self._stdout_lines.put)
+        self._spawn_reader(self._proc.stderr, self._stderr_chunks.append, lambda _eof: None)
+        try:
+            self._issuer = self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        port = urlsplit(self._issuer).port
+        if port is None:
+            self.stop()
+            raise IdPStartError(f"test IdP printed an issuer without a port: {self._issuer!r}")
+        self._port = port
+        return self
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._proc = None
+        self._issuer = None
+        self._port = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ----------------------------------------------------------
+
+    def _spawn_reader(
+        self,
+        stream: IO[str],
+        sink: Callable[[str], None],
+        on_eof: Callable[[None], None],
+    ) -> None:
+        def pump() -> None:
+            try:
+                for line in stream:
+                    sink(line)
+            finally:
+                on_eof(None)
+
+        thread = threading.Thread(target=pump, name="test-idp-reader", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _wait_ready(self) -> str:
+        assert self._proc is not None
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise IdPStartError(
+                    f"test IdP did not print READY within {self._startup_timeout:.0f}s; "
+                    f"stderr:\n{self._stderr_after_exit()}"
+                )
+            try:
+                line = self._stdout_lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:  # stdout closed: the process died
+                code = self._proc.wait(timeout=5)
+                raise IdPStartError(
+                    f"test IdP exited with code {code} before it was ready; "
+                    f"stderr:\n{self._stderr_after_exit()}"
+                )
+            if line.startswith("READY "):
+                return line.split(" ", 1)[1].strip()
+
+    def _stderr_after_exit(self) -> str:
+        # Give the stderr reader a moment to collect the last lines.
+        for thread in self._threads:
+            thread.join(timeout=0.5)
+        return self.stderr or "(empty)"
