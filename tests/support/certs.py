@@ -1,9 +1,10 @@
 """Throw-away PKI for tests: one CA and one EC P-256 leaf certificate.
 
 Built on `trustme` (ECDSA P-256 keys by default).  The leaf's subjectAltName
-covers every requested hostname (wildcards such as ``*.test`` are allowed)
-plus ``localhost`` and ``127.0.0.1``, so one certificate can serve Envoy's
-listener, a local JWKS server, etc.
+covers every requested hostname (wildcards such as ``*.svc.test`` are
+allowed, but see ``make_pki`` about ``*.test``) plus ``localhost`` and
+``127.0.0.1``, so one certificate can serve Envoy's listener, a local JWKS
+server, etc.
 
 Files written into ``directory``:
 
@@ -54,6 +55,10 @@ def make_pki(directory: Path, hostnames: list[str]) -> TestPKI:
 
     ``directory`` is created if needed; existing ``ca.pem``/``cert.pem``/
     ``key.pem`` in it are overwritten.
+
+    Note: OpenSSL (hence Python's ssl, httpx, curl) does not honour a wildcard
+    directly under a top-level label: a ``*.test`` SAN does NOT match
+    ``jenkins.test``.  List such names explicitly (``*.svc.test`` is fine).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

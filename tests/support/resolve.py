@@ -29,26 +29,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytest
 
 __all__ = ["lookup", "map_hosts", "map_hosts_fixture"]
 
-_AddrInfo = list[
-    tuple[
-        socket.AddressFamily,
-        socket.SocketKind,
-        int,
-        str,
-        tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
-    ]
-]
-_GetAddrInfo = Callable[..., _AddrInfo]
-
 _lock = threading.Lock()
 _active: list[dict[str, str]] = []  # innermost last
-_original: _GetAddrInfo | None = None
+_original: Callable[..., Any] | None = None  # the getaddrinfo we replaced
 
 
 def _normalize(name: str) -> str:
@@ -62,9 +51,12 @@ def _match(mapping: Mapping[str, str], host: str) -> str | None:
     for pattern, target in mapping.items():
         if pattern.startswith("*."):
             suffix = pattern[1:]  # ".test"
-            if host.endswith(suffix) and len(host) > len(suffix):
-                if best is None or len(suffix) > best[0]:
-                    best = (len(suffix), target)
+            if (
+                host.endswith(suffix)
+                and len(host) > len(suffix)
+                and (best is None or len(suffix) > best[0])
+            ):
+                best = (len(suffix), target)
     return None if best is None else best[1]
 
 
@@ -91,17 +83,18 @@ def _patched_getaddrinfo(
     host: str | bytes | None,
     port: str | bytes | int | None,
     family: int = 0,
-    type: int = 0,  # noqa: A002 - same name as socket.getaddrinfo's parameter
+    type: int = 0,  # same name as socket.getaddrinfo's parameter
     proto: int = 0,
     flags: int = 0,
-) -> _AddrInfo:
+) -> list[Any]:
     original = _original
     if original is None:  # pragma: no cover - only if restored mid-call
         original = socket.getaddrinfo
     target = lookup(host)
-    return original(
+    result: list[Any] = original(
         host if target is None else target, port, family, type, proto, flags
     )
+    return result
 
 
 @contextmanager
@@ -118,7 +111,7 @@ def map_hosts(mapping: Mapping[str, str]) -> Iterator[dict[str, str]]:
     with _lock:
         if not _active:
             _original = socket.getaddrinfo
-            socket.getaddrinfo = _patched_getaddrinfo
+            socket.getaddrinfo = cast(Any, _patched_getaddrinfo)
         _active.append(layer)
     try:
         yield layer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import socket
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class AuthgateStack:
         url = f"{self.authenticate_url}/.well-known/pomerium/jwks.json"
         deadline = time.monotonic() + timeout
         with map_hosts({"*.test": "127.0.0.1"}), httpx.Client(
-            verify=str(self.ca_file) if self.ca_file else True, timeout=2
+            verify=ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True, timeout=2
         ) as client:
             while True:
                 if self.proc.poll() is not None:

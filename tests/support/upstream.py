@@ -541,7 +541,8 @@ class SampleUpstream:
         issuers, audiences, leeway = list(self.issuers), list(self.audiences), self.leeway
         try:
             if self.static_jwks is not None:
-                return verify_assertion(token, self.static_jwks, issuers, audiences, leeway=leeway), None
+                jwks = self.static_jwks
+                return verify_assertion(token, jwks, issuers, audiences, leeway=leeway), None
             if self.jwks_url is None:
                 return None, "no JWKS configured (jwks_url)"
             jwks = await self._fetch_jwks(stale=None)
@@ -565,9 +566,7 @@ class SampleUpstream:
         record = RecordedRequest(
             method=request.method,
             path=request.raw_path,
-            headers=[
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
-            ],
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
             host=request.headers.get("Host"),
             body=body,
             version=f"HTTP/{request.version.major}.{request.version.minor}",
@@ -594,7 +593,9 @@ class SampleUpstream:
         }
         return web.json_response(payload, dumps=lambda obj: json.dumps(obj, default=str))
 
-    async def _websocket(self, request: web.Request, user: JSONDict | None) -> web.WebSocketResponse:
+    async def _websocket(
+        self, request: web.Request, user: JSONDict | None
+    ) -> web.WebSocketResponse:
         who = user["username"] if user is not None else "anonymous"
         ws = web.WebSocketResponse()
         await ws.prepare(request)
