@@ -42,7 +42,7 @@ class Env:
 
     def browser(self) -> httpx.Client:
         """An httpx client that behaves like a browser: cookies, redirects, Accept: text/html."""
-        return httpx.Client(verify=str(self.pki.ca_file), follow_redirects=True, timeout=15,
+        return httpx.Client(verify=self.pki.client_ssl_context(), follow_redirects=True, timeout=15,
                             headers={"accept": BROWSER_ACCEPT})
 
     def login(self, client: httpx.Client, url: str, email: str = "alice@example.com",

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 VERSION = b"\x01"
 NONCE_BYTES = 12
 MAX_TOKEN_CHARS = 8192  # a browser cookie is at most 4 KB; anything far larger is not ours
+_CANONICAL = re.compile(r"[A-Za-z0-9_-]+")  # exactly what seal() emits: no padding, no +/
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:
@@ -53,7 +55,7 @@ class SealedBox:
         return _b64encode(VERSION + nonce + self._aead.encrypt(nonce, plain, bound_to.encode()))
 
     def open(self, token: str, bound_to: str) -> dict[str, Any] | None:
-        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        if len(token) > MAX_TOKEN_CHARS or not _CANONICAL.fullmatch(token):
             return None
         raw = _b64decode(token)
         if raw is None or len(raw) < 1 + NONCE_BYTES + 16 or raw[:1] != VERSION:
