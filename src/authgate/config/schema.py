@@ -92,7 +92,12 @@ class Upstream(BaseModel):
                 port = parts.port or (443 if parts.scheme == "https" else 80)
             except ValueError:
                 raise ValueError(f"{value!r} has an invalid port") from None
-            return cls(scheme=parts.scheme, host=parts.hostname, port=port, path=parts.path)
+            if parts.path not in ("", "/") or parts.query:
+                raise ValueError(
+                    f"{value!r}: a path or query in `to` is not supported; "
+                    "write scheme://host:port only"
+                )
+            return cls(scheme=parts.scheme, host=parts.hostname, port=port)
         raise ValueError(
             f"{value!r} is not a valid upstream; use http://host:port, https://host:port "
             "or unix:///path.sock"
@@ -273,7 +278,7 @@ class Settings(BaseModel):
             raise ValueError("idp_scopes must include `openid`")
         seen: dict[tuple[str, str, str], int] = {}
         for index, route in enumerate(self.routes):
-            key = (route.from_netloc, route.prefix or "", route.path or "")
+            key = (route.from_netloc, route.prefix or "/", route.path or "")
             if key in seen:
                 raise ValueError(
                     f"routes[{index}] repeats routes[{seen[key]}] (same from/prefix/path); "

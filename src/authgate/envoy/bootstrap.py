@@ -1,0 +1,484 @@
+"""The Envoy bootstrap, built from the config with envoy-data-plane typed messages.
+
+One listener (TLS or plain HTTP) whose HTTP connection manager runs ext_authz then the router.
+Every route Envoy can match carries `context_extensions` naming the authgate route id, so the
+authz server never re-matches URLs. ext_authz fails closed (`failure_mode_allow: false`,
+503 on error). Clusters: `authgate_authz` (HTTP/2, one endpoint per authz worker) and one
+`upstream-<route id>` per route.
+"""
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import betterproto2
+import yaml
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.cluster.v3 import (
+    CircuitBreakers,
+    CircuitBreakersThresholds,
+    Cluster,
+    ClusterDiscoveryType,
+    ClusterDnsLookupFamily,
+    ClusterLbPolicy,
+)
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    ApiVersion,
+    DataSource,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
+    Http2ProtocolOptions,
+    HttpProtocolOptions,
+    HttpProtocolOptionsHeadersWithUnderscoresAction,
+    Node,
+    Pipe,
+    SocketAddress,
+    TransportSocket,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    Route,
+    RouteAction,
+    RouteActionUpgradeConfig,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    CheckSettings,
+    ExtAuthz,
+    ExtAuthzPerRoute,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpConnectionManagerPathWithEscapedSlashesAction,
+    HttpConnectionManagerUpgradeConfig,
+    HttpFilter,
+)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CertificateValidationContext,
+    CommonTlsContext,
+    DownstreamTlsContext,
+    SubjectAltNameMatcher,
+    SubjectAltNameMatcherSanType,
+    TlsCertificate,
+    UpstreamTlsContext,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions as UpstreamHttpProtocolOptions,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptionsExplicitHttpConfig,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
+from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.google.protobuf import Any as AnyProto
+
+from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RouteRuntime, RuntimeConfig
+from authgate.config.schema import Route as ConfigRoute
+from authgate.config.schema import Upstream
+
+AUTHZ_CLUSTER = "authgate_authz"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTE_CONFIG_NAME = "authgate"
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+# Paths the authz server always answers itself (sign-in callback, sign-out, JWKS, discovery).
+INTERNAL_PREFIXES = ("/.pomerium/", "/.well-known/pomerium/")
+# Request headers Envoy forwards to authz (it always adds :authority, :method, :path).
+AUTHZ_EXACT_HEADERS = (
+    "cookie",
+    "accept",
+    "authorization",
+    "origin",
+    "referer",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "user-agent",
+)
+AUTHZ_HEADER_PREFIX = "x-pomerium"
+UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_EXT_AUTHZ_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+_UNLIMITED = 100_000
+
+
+# ---------------------------------------------------------------------------- addresses
+
+
+def parse_address(value: str) -> Address:
+    """`unix:/abs/path.sock` (or `unix:///abs/path.sock`) -> pipe; `host:port` -> socket."""
+    if value.startswith("unix:"):
+        path = "/" + value.removeprefix("unix:").lstrip("/")
+        if path == "/":
+            raise ValueError(f"{value!r}: a Unix socket address needs a path, unix:/abs/path.sock")
+        return Address(pipe=Pipe(path=path))
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port or unix:/abs/path.sock")
+    return _socket_address(host, int(port))
+
+
+def _socket_address(host: str, port: int) -> Address:
+    return Address(socket_address=SocketAddress(address=host, port_value=port))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _needs_dns(addresses: Iterable[Address]) -> bool:
+    return any(
+        a.socket_address is not None and not _is_ip_literal(a.socket_address.address)
+        for a in addresses
+    )
+
+
+def _load_assignment(name: str, endpoints: Iterable[Endpoint]) -> ClusterLoadAssignment:
+    return ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=e) for e in endpoints])],
+    )
+
+
+def _discovery_type(addresses: Sequence[Address], what: str) -> ClusterDiscoveryType:
+    """STATIC for pipes and IP literals, STRICT_DNS as soon as one address is a name."""
+    if not _needs_dns(addresses):
+        return ClusterDiscoveryType.STATIC
+    if any(a.pipe is not None for a in addresses):
+        raise ValueError(f"{what}: cannot mix Unix sockets and DNS names in one cluster")
+    return ClusterDiscoveryType.STRICT_DNS
+
+
+def _pack(message: betterproto2.Message) -> AnyProto:
+    return AnyProto.pack(message)
+
+
+# ---------------------------------------------------------------------------- listener
+
+
+def _downstream_tls(cert_file: str, key_file: str) -> TransportSocket:
+    context = DownstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            tls_certificates=[
+                TlsCertificate(
+                    certificate_chain=DataSource(filename=str(Path(cert_file).resolve())),
+                    private_key=DataSource(filename=str(Path(key_file).resolve())),
+                )
+            ],
+            alpn_protocols=["h2", "http/1.1"],
+        )
+    )
+    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
+
+
+def _ext_authz_filter(authz_timeout_s: float) -> HttpFilter:
+    allowed = [StringMatcher(exact=name) for name in AUTHZ_EXACT_HEADERS]
+    allowed.append(StringMatcher(prefix=AUTHZ_HEADER_PREFIX, ignore_case=True))
+    config = ExtAuthz(
+        grpc_service=GrpcService(
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+            timeout=timedelta(seconds=authz_timeout_s),
+        ),
+        transport_api_version=ApiVersion.V3,
+        failure_mode_allow=False,
+        status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
+        allowed_headers=ListStringMatcher(patterns=allowed),
+    )
+    return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_pack(config))
+
+
+def _router_filter() -> HttpFilter:
+    return HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router()))
+
+
+def _http_connection_manager(route_config: RouteConfiguration, authz_timeout_s: float) -> Filter:
+    hcm = HttpConnectionManager(
+        stat_prefix="authgate",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        route_config=route_config,
+        http_filters=[_ext_authz_filter(authz_timeout_s), _router_filter()],
+        normalize_path=True,
+        merge_slashes=True,
+        path_with_escaped_slashes_action=(
+            HttpConnectionManagerPathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT
+        ),
+        use_remote_address=True,
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.DROP_HEADER
+        ),
+        upgrade_configs=[
+            HttpConnectionManagerUpgradeConfig(upgrade_type="websocket", enabled=False)
+        ],
+    )
+    return Filter(name=HCM_FILTER, typed_config=_pack(hcm))
+
+
+def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
+    settings = cfg.settings
+    hcm = _http_connection_manager(build_route_config(cfg), authz_timeout_s)
+    chain = FilterChain(filters=[hcm])
+    if settings.tls:
+        assert settings.certificate_file and settings.certificate_key_file  # schema guarantees it
+        chain.transport_socket = _downstream_tls(
+            settings.certificate_file, settings.certificate_key_file
+        )
+    return Listener(
+        name="authgate_https" if settings.tls else "authgate_http",
+        address=_socket_address(settings.listen_host, settings.listen_port),
+        filter_chains=[chain],
+    )
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+def domains_for(netloc: str, default_port: int) -> list[str]:
+    """`host` (default port omitted) also answers as `host:<default port>`; `host:port` as is."""
+    if netloc.rpartition(":")[2].isdigit():
+        return [netloc]
+    return [netloc, f"{netloc}:{default_port}"]
+
+
+def _authz_context(route_id: str, kind: str) -> dict[str, AnyProto]:
+    per_route = ExtAuthzPerRoute(
+        check_settings=CheckSettings(context_extensions={"route_id": route_id, "kind": kind})
+    )
+    return {EXT_AUTHZ_FILTER: _pack(per_route)}
+
+
+def _not_found(match: RouteMatch, route_id: str, kind: str) -> Route:
+    """A route whose answer always comes from authz; 404 only if authz (wrongly) allows it."""
+    return Route(
+        match=match,
+        direct_response=DirectResponseAction(status=404),
+        typed_per_filter_config=_authz_context(route_id, kind),
+    )
+
+
+def _internal_routes(route_id: str) -> list[Route]:
+    return [_not_found(RouteMatch(prefix=p), route_id, "internal") for p in INTERNAL_PREFIXES]
+
+
+def _route_match(route: ConfigRoute) -> RouteMatch:
+    if route.path is not None:
+        return RouteMatch(path=route.path)
+    return RouteMatch(prefix=route.prefix or "/")
+
+
+def _apply_host_handling(action: RouteAction, route: ConfigRoute) -> None:
+    """Pomerium's precedence: preserve > literal rewrite > rewrite from header > auto."""
+    if route.preserve_host_header or route.host_rewrite_header is True:
+        return
+    if route.host_rewrite:
+        action.host_rewrite_literal = route.host_rewrite
+    elif isinstance(route.host_rewrite_header, str) and route.host_rewrite_header:
+        action.host_rewrite_header = route.host_rewrite_header
+    elif route.upstreams[0].scheme != "unix":
+        action.auto_host_rewrite = True
+
+
+def _route_action(rt: RouteRuntime) -> RouteAction:
+    route = rt.route
+    action = RouteAction(
+        cluster=upstream_cluster_name(rt.id),
+        timeout=timedelta(0) if route.allow_websockets else route.timeout,
+        idle_timeout=route.idle_timeout,
+    )
+    if route.allow_websockets:
+        action.upgrade_configs = [RouteActionUpgradeConfig(upgrade_type="websocket", enabled=True)]
+    _apply_host_handling(action, route)
+    return action
+
+
+def _proxy_route(rt: RouteRuntime) -> Route:
+    return Route(
+        name=rt.id,
+        match=_route_match(rt.route),
+        route=_route_action(rt),
+        typed_per_filter_config=_authz_context(rt.id, "route"),
+    )
+
+
+def _routes_by_netloc(cfg: RuntimeConfig) -> dict[str, list[RouteRuntime]]:
+    grouped: dict[str, list[RouteRuntime]] = {}
+    for rt in cfg.routes:
+        grouped.setdefault(rt.netloc, []).append(rt)
+    return grouped
+
+
+def _route_virtual_host(
+    netloc: str, routes: Sequence[RouteRuntime], default_port: int
+) -> VirtualHost:
+    return VirtualHost(
+        name=netloc,
+        domains=domains_for(netloc, default_port),
+        routes=[*_internal_routes(routes[0].id), *(_proxy_route(rt) for rt in routes)],
+    )
+
+
+def _authenticate_virtual_host(netloc: str, default_port: int) -> VirtualHost:
+    return VirtualHost(
+        name=f"authenticate:{netloc}",
+        domains=domains_for(netloc, default_port),
+        routes=[_not_found(RouteMatch(prefix="/"), AUTHENTICATE_ROUTE_ID, "authenticate")],
+    )
+
+
+def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
+    default_port = 443 if cfg.settings.tls else 80
+    hosts = [
+        _route_virtual_host(netloc, rts, default_port)
+        for netloc, rts in _routes_by_netloc(cfg).items()
+    ]
+    hosts.append(_authenticate_virtual_host(cfg.authenticate_netloc, default_port))
+    return RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=hosts)
+
+
+# ---------------------------------------------------------------------------- clusters
+
+
+def build_authz_cluster(authz_endpoints: Sequence[str]) -> Cluster:
+    if not authz_endpoints:
+        raise ValueError("at least one authz endpoint is required")
+    addresses = [parse_address(e) for e in authz_endpoints]
+    http2 = UpstreamHttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+            http2_protocol_options=Http2ProtocolOptions()
+        )
+    )
+    limits = CircuitBreakersThresholds(
+        max_connections=_UNLIMITED, max_pending_requests=_UNLIMITED, max_requests=_UNLIMITED
+    )
+    return Cluster(
+        name=AUTHZ_CLUSTER,
+        type=_discovery_type(addresses, AUTHZ_CLUSTER),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        connect_timeout=timedelta(seconds=1),
+        lb_policy=ClusterLbPolicy.LEAST_REQUEST,
+        typed_extension_protocol_options={UPSTREAM_HTTP_OPTIONS: _pack(http2)},
+        circuit_breakers=CircuitBreakers(thresholds=[limits]),
+        load_assignment=_load_assignment(AUTHZ_CLUSTER, (Endpoint(address=a) for a in addresses)),
+    )
+
+
+def upstream_cluster_name(route_id: str) -> str:
+    return f"upstream-{route_id}"
+
+
+def _upstream_endpoint(upstream: Upstream) -> Endpoint:
+    if upstream.scheme == "unix":
+        return Endpoint(address=Address(pipe=Pipe(path=upstream.path)))
+    default_port = 443 if upstream.scheme == "https" else 80
+    port_suffix = "" if upstream.port == default_port else f":{upstream.port}"
+    host_header = f"{upstream.host}{port_suffix}"
+    # `hostname` is what auto_host_rewrite puts in Host, for STATIC clusters too.
+    return Endpoint(address=_socket_address(upstream.host, upstream.port), hostname=host_header)
+
+
+def _san_matcher(host: str) -> SubjectAltNameMatcher:
+    san_type = (
+        SubjectAltNameMatcherSanType.IP_ADDRESS if _is_ip_literal(host)
+        else SubjectAltNameMatcherSanType.DNS
+    )
+    return SubjectAltNameMatcher(san_type=san_type, matcher=StringMatcher(exact=host))
+
+
+def _upstream_tls(hosts: Sequence[str], ca_file: str) -> TransportSocket:
+    """Verified TLS: the CA bundle plus a SAN match on the upstream host(s), never unverified."""
+    distinct = list(dict.fromkeys(hosts))
+    context = UpstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            validation_context=CertificateValidationContext(
+                trusted_ca=DataSource(filename=ca_file),
+                match_typed_subject_alt_names=[_san_matcher(h) for h in distinct],
+            )
+        ),
+    )
+    if not _is_ip_literal(distinct[0]):
+        context.sni = distinct[0]
+    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
+
+
+def build_upstream_cluster(rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE) -> Cluster:
+    name = upstream_cluster_name(rt.id)
+    upstreams = rt.route.upstreams
+    endpoints = [_upstream_endpoint(u) for u in upstreams]
+    addresses = [e.address for e in endpoints if e.address is not None]
+    cluster = Cluster(
+        name=name,
+        type=_discovery_type(addresses, name),
+        connect_timeout=timedelta(seconds=10),
+        lb_policy=ClusterLbPolicy.ROUND_ROBIN,
+        load_assignment=_load_assignment(name, endpoints),
+    )
+    if cluster.type == ClusterDiscoveryType.STRICT_DNS:
+        cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
+    if upstreams[0].scheme == "https":
+        cluster.transport_socket = _upstream_tls([u.host for u in upstreams], ca_file)
+    return cluster
+
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def build_admin(admin_address: str) -> Admin:
+    return Admin(address=parse_address(admin_address))
+
+
+def _spell_out_fail_closed(node: Any) -> None:
+    """proto3 JSON omits false booleans; write `failure_mode_allow: false` for readers."""
+    if isinstance(node, dict):
+        if node.get("@type") == _EXT_AUTHZ_TYPE_URL:
+            node["failure_mode_allow"] = False
+        for value in node.values():
+            _spell_out_fail_closed(value)
+    elif isinstance(node, list):
+        for item in node:
+            _spell_out_fail_closed(item)
+
+
+def build_bootstrap(
+    cfg: RuntimeConfig,
+    authz_endpoints: Sequence[str],
+    *,
+    admin_address: str,
+    authz_timeout_s: float = 1.0,
+    upstream_ca_file: str = SYSTEM_CA_FILE,
+) -> dict[str, Any]:
+    """The Envoy bootstrap as a proto-JSON dict (snake_case keys), ready for YAML or JSON."""
+    bootstrap = Bootstrap(
+        node=Node(id="authgate", cluster="authgate"),
+        admin=build_admin(admin_address),
+        static_resources=BootstrapStaticResources(
+            listeners=[build_listener(cfg, authz_timeout_s)],
+            clusters=[
+                build_authz_cluster(authz_endpoints),
+                *(build_upstream_cluster(rt, upstream_ca_file) for rt in cfg.routes),
+            ],
+        ),
+    )
+    doc: dict[str, Any] = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
+    _spell_out_fail_closed(doc)
+    return doc
+
+
+def render_yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,456 @@
+"""The generated Envoy bootstrap: structure that matters for security, and Envoy accepts it."""
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import yaml
+
+from authgate.config.load import settings_from_mapping
+from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RuntimeConfig, build_runtime
+from authgate.envoy import build_bootstrap, render_yaml, validate_config
+from authgate.envoy.bootstrap import AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, build_authz_cluster
+
+COOKIE_SECRET = base64.b64encode(os.urandom(32)).decode()
+AUTHZ_ENDPOINTS = ["unix:/run/authgate/authz-0.sock", "unix:/run/authgate/authz-1.sock",
+                   "127.0.0.1:9901"]
+ADMIN = "unix:/run/authgate/envoy-admin.sock"
+
+
+# ---------------------------------------------------------------------------- fixtures/helpers
+
+
+@pytest.fixture
+def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """A trustme CA + `*.test` leaf, written into tmp_path and named by *relative* paths."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("*.test", "authenticate.test")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.chdir(tmp_path)
+    yield "cert.pem", "key.pem"
+
+
+def runtime(routes: list[dict[str, Any]], *, tls: tuple[str, str] | None = None,
+            **extra: Any) -> RuntimeConfig:
+    scheme = "https" if tls else "http"
+    raw: dict[str, Any] = {
+        "address": "127.0.0.1:8443",
+        "authenticate_service_url": f"{scheme}://authenticate.test",
+        "idp_provider_url": "https://idp.test/realms/x",
+        "idp_client_id": "authgate",
+        "idp_client_secret": "s3cret",
+        "cookie_secret": COOKIE_SECRET,
+        "routes": routes,
+        **extra,
+    }
+    if tls:
+        raw["certificate_file"], raw["certificate_key_file"] = tls
+    else:
+        raw["insecure_server"] = True
+    return build_runtime(settings_from_mapping(raw, environ={}), warn=False)
+
+
+def route(from_: str, to: str | list[str], **options: Any) -> dict[str, Any]:
+    return {"from": from_, "to": to, "allow_any_authenticated_user": True, **options}
+
+
+def bootstrap(cfg: RuntimeConfig, **kw: Any) -> dict[str, Any]:
+    return build_bootstrap(cfg, kw.pop("endpoints", AUTHZ_ENDPOINTS), admin_address=ADMIN, **kw)
+
+
+def listener(doc: dict[str, Any]) -> dict[str, Any]:
+    (only,) = doc["static_resources"]["listeners"]
+    return only  # type: ignore[no-any-return]
+
+
+def hcm(doc: dict[str, Any]) -> dict[str, Any]:
+    (chain,) = listener(doc)["filter_chains"]
+    (flt,) = chain["filters"]
+    assert flt["name"] == "envoy.filters.network.http_connection_manager"
+    return flt["typed_config"]  # type: ignore[no-any-return]
+
+
+def ext_authz(doc: dict[str, Any]) -> dict[str, Any]:
+    return hcm(doc)["http_filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+
+def vhosts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {vh["name"]: vh for vh in hcm(doc)["route_config"]["virtual_hosts"]}
+
+
+def clusters(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in doc["static_resources"]["clusters"]}
+
+
+def context(route_doc: dict[str, Any]) -> dict[str, str]:
+    per_route = route_doc["typed_per_filter_config"][EXT_AUTHZ_FILTER]
+    assert per_route["@type"].endswith("ext_authz.v3.ExtAuthzPerRoute")
+    return per_route["check_settings"]["context_extensions"]  # type: ignore[no-any-return]
+
+
+def endpoints(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    (locality,) = cluster["load_assignment"]["endpoints"]
+    return [lb["endpoint"] for lb in locality["lb_endpoints"]]
+
+
+def proxy_route(doc: dict[str, Any], vhost: str, route_id: str) -> dict[str, Any]:
+    for r in vhosts(doc)[vhost]["routes"]:
+        if r.get("name") == route_id:
+            return r  # type: ignore[no-any-return]
+    raise AssertionError(f"no route {route_id} in {vhost}")
+
+
+# A config touching every feature, over TLS.
+def kitchen_sink(tls: tuple[str, str]) -> RuntimeConfig:
+    return runtime(
+        [
+            route("https://jenkins.test:8443", "unix:///run/jenkins/jenkins.sock",
+                  id="jenkins", allow_websockets=True, host_rewrite_header=True),
+            route("https://jenkins.test:8443", "http://10.1.2.3:8080", id="jenkins-api",
+                  path="/api/json", preserve_host_header=True),
+            route("https://app.test", ["http://app-a:8080", "http://app-b:8080"], id="app",
+                  prefix="/app/", timeout="90s", idle_timeout="10m"),
+            route("https://secure.test", "https://backend.internal:9443", id="secure",
+                  host_rewrite="backend.internal"),
+            route("https://hdr.test", "https://10.9.9.9", id="hdr",
+                  host_rewrite_header="X-Upstream-Host"),
+        ],
+        tls=tls,
+    )
+
+
+# ---------------------------------------------------------------------------- Envoy accepts it
+
+
+def test_kitchen_sink_tls_config_validates(certs: tuple[str, str], tmp_path: Path) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    validate_config(doc, tmp_path)
+
+
+def test_insecure_config_validates(tmp_path: Path) -> None:
+    cfg = runtime([route("http://jenkins.test:8080", "unix:///run/jenkins.sock")])
+    doc = bootstrap(cfg, endpoints=["unix:/run/authz.sock"])
+    validate_config(doc, tmp_path)
+    assert "transport_socket" not in listener(doc)["filter_chains"][0]
+    assert listener(doc)["name"] == "authgate_http"
+    assert listener(doc)["address"] == {
+        "socket_address": {"address": "127.0.0.1", "port_value": 8443}
+    }
+
+
+def test_validate_config_reports_envoys_message(tmp_path: Path) -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]))
+    doc["static_resources"]["clusters"][0]["lb_policy"] = "NO_SUCH_POLICY"
+    with pytest.raises(ValueError, match="NO_SUCH_POLICY"):
+        validate_config(doc, tmp_path)
+
+
+def test_validate_config_refuses_missing_certificate(certs: tuple[str, str],
+                                                     tmp_path: Path) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    Path("cert.pem").unlink()
+    with pytest.raises(ValueError, match=r"cert\.pem"):
+        validate_config(doc, tmp_path)
+
+
+def test_render_yaml_round_trips() -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]))
+    text = render_yaml(doc)
+    assert yaml.safe_load(text) == doc
+    assert text.startswith("node:")  # sort_keys=False keeps proto field order
+
+
+# ---------------------------------------------------------------------------- listener & HCM
+
+
+def test_tls_listener_uses_absolute_cert_paths_and_alpn(certs: tuple[str, str],
+                                                        tmp_path: Path) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    socket = listener(doc)["filter_chains"][0]["transport_socket"]
+    tls = socket["typed_config"]
+    assert tls["@type"].endswith("tls.v3.DownstreamTlsContext")
+    (pair,) = tls["common_tls_context"]["tls_certificates"]
+    assert pair["certificate_chain"]["filename"] == str(tmp_path / "cert.pem")
+    assert pair["private_key"]["filename"] == str(tmp_path / "key.pem")
+    assert tls["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    assert listener(doc)["name"] == "authgate_https"
+
+
+def test_hcm_hardening() -> None:
+    h = hcm(bootstrap(runtime([route("http://a.test", "http://10.0.0.1")])))
+    assert h.get("codec_type", "AUTO") == "AUTO"
+    assert h["normalize_path"] is True
+    assert h["merge_slashes"] is True
+    assert h["path_with_escaped_slashes_action"] == "UNESCAPE_AND_REDIRECT"
+    assert h["use_remote_address"] is True
+    # X_Pomerium_Claim_Email and friends never reach authz or the upstream.
+    assert h["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
+    assert h["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": False}]
+    assert [f["name"] for f in h["http_filters"]] == [
+        "envoy.filters.http.ext_authz", "envoy.filters.http.router"
+    ]
+
+
+def test_ext_authz_fails_closed() -> None:
+    authz = ext_authz(bootstrap(runtime([route("http://a.test", "http://10.0.0.1")])))
+    assert authz["@type"].endswith("ext_authz.v3.ExtAuthz")
+    assert authz["failure_mode_allow"] is False  # spelled out, not just the proto default
+    assert authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert authz["transport_api_version"] == "V3"
+    assert authz["grpc_service"] == {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
+                                     "timeout": "1s"}
+    assert "with_request_body" not in authz
+    assert "http_service" not in authz
+
+
+def test_ext_authz_timeout_is_configurable() -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]), authz_timeout_s=0.25)
+    assert ext_authz(doc)["grpc_service"]["timeout"] == "0.250s"
+
+
+def test_ext_authz_sees_only_the_headers_it_needs() -> None:
+    patterns = ext_authz(bootstrap(runtime([route("http://a.test", "http://10.0.0.1")])))[
+        "allowed_headers"]["patterns"]
+    exact = {p["exact"] for p in patterns if "exact" in p}
+    assert exact == {"cookie", "accept", "authorization", "origin", "referer",
+                     "sec-fetch-site", "sec-fetch-mode", "user-agent"}
+    assert {"prefix": "x-pomerium", "ignore_case": True} in patterns
+    assert len(patterns) == 9
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+def test_every_route_names_its_route_id(certs: tuple[str, str]) -> None:
+    cfg = kitchen_sink(certs)
+    doc = bootstrap(cfg)
+    seen: set[str] = set()
+    for vh in vhosts(doc).values():
+        for r in vh["routes"]:
+            ctx = context(r)
+            assert set(ctx) == {"route_id", "kind"}
+            seen.add(ctx["route_id"])
+            if ctx["kind"] == "route":
+                assert r["route"]["cluster"] == f"upstream-{ctx['route_id']}"
+                assert r["name"] == ctx["route_id"]
+    assert seen == {*cfg.routes_by_id, AUTHENTICATE_ROUTE_ID}
+
+
+def test_internal_routes_come_first_on_every_route_host(certs: tuple[str, str]) -> None:
+    cfg = kitchen_sink(certs)
+    doc = bootstrap(cfg)
+    for netloc, first in cfg.hosts.items():
+        first_two = vhosts(doc)[netloc]["routes"][:2]
+        assert [r["match"] for r in first_two] == [
+            {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"}
+        ]
+        for r in first_two:
+            assert r["direct_response"] == {"status": 404}
+            assert context(r) == {"route_id": first.id, "kind": "internal"}
+            assert "route" not in r
+
+
+def test_two_routes_on_one_host_keep_config_order(certs: tuple[str, str]) -> None:
+    vh = vhosts(bootstrap(kitchen_sink(certs)))["jenkins.test:8443"]
+    assert [r.get("name") for r in vh["routes"]] == [None, None, "jenkins", "jenkins-api"]
+    assert vh["routes"][2]["match"] == {"prefix": "/"}
+    assert vh["routes"][3]["match"] == {"path": "/api/json"}
+
+
+def test_prefix_and_path_matching(certs: tuple[str, str]) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    assert proxy_route(doc, "app.test", "app")["match"] == {"prefix": "/app/"}
+    assert proxy_route(doc, "jenkins.test:8443", "jenkins-api")["match"] == {"path": "/api/json"}
+    assert proxy_route(doc, "secure.test", "secure")["match"] == {"prefix": "/"}
+
+
+def test_domains_cover_host_with_and_without_default_port(certs: tuple[str, str]) -> None:
+    domains = {name: vh["domains"] for name, vh in vhosts(bootstrap(kitchen_sink(certs))).items()}
+    assert domains["jenkins.test:8443"] == ["jenkins.test:8443"]
+    assert domains["app.test"] == ["app.test", "app.test:443"]
+    assert domains["authenticate:authenticate.test"] == ["authenticate.test",
+                                                         "authenticate.test:443"]
+    all_domains = [d for ds in domains.values() for d in ds]
+    assert "*" not in all_domains  # unknown Host => Envoy's own 404
+    assert len(all_domains) == len(set(all_domains))
+
+
+def test_insecure_domains_use_port_80() -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]))
+    assert vhosts(doc)["a.test"]["domains"] == ["a.test", "a.test:80"]
+
+
+def test_authenticate_virtual_host(certs: tuple[str, str]) -> None:
+    vh = vhosts(bootstrap(kitchen_sink(certs)))["authenticate:authenticate.test"]
+    (only,) = vh["routes"]
+    assert only["match"] == {"prefix": "/"}
+    assert only["direct_response"] == {"status": 404}
+    assert context(only) == {"route_id": AUTHENTICATE_ROUTE_ID, "kind": "authenticate"}
+
+
+def test_websockets_enabled_per_route_without_timeout(certs: tuple[str, str]) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    ws = proxy_route(doc, "jenkins.test:8443", "jenkins")["route"]
+    assert ws["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": True}]
+    assert ws["timeout"] == "0s"
+    plain = proxy_route(doc, "jenkins.test:8443", "jenkins-api")["route"]
+    assert "upgrade_configs" not in plain
+    assert plain["timeout"] == "30s"
+    assert plain["idle_timeout"] == "300s"
+
+
+def test_route_timeouts_come_from_the_config(certs: tuple[str, str]) -> None:
+    action = proxy_route(bootstrap(kitchen_sink(certs)), "app.test", "app")["route"]
+    assert action["timeout"] == "90s"
+    assert action["idle_timeout"] == "600s"
+
+
+HOST_KEYS = ("auto_host_rewrite", "host_rewrite_literal", "host_rewrite_header")
+
+
+@pytest.mark.parametrize(
+    ("to", "options", "expected"),
+    [
+        ("http://10.0.0.1:8080", {}, {"auto_host_rewrite": True}),
+        ("http://app.internal", {}, {"auto_host_rewrite": True}),
+        ("unix:///run/app.sock", {}, {}),
+        ("http://10.0.0.1:8080", {"preserve_host_header": True}, {}),
+        ("http://10.0.0.1:8080", {"host_rewrite_header": True}, {}),
+        ("http://10.0.0.1:8080", {"host_rewrite": "app.example"},
+         {"host_rewrite_literal": "app.example"}),
+        ("http://10.0.0.1:8080", {"host_rewrite_header": "X-Target"},
+         {"host_rewrite_header": "X-Target"}),
+        ("unix:///run/app.sock", {"host_rewrite": "app.example"},
+         {"host_rewrite_literal": "app.example"}),
+    ],
+)
+def test_host_header_handling(to: str, options: dict[str, Any], expected: dict[str, Any],
+                              tmp_path: Path) -> None:
+    doc = bootstrap(runtime([route("http://a.test", to, id="r", **options)]))
+    action = proxy_route(doc, "a.test", "r")["route"]
+    assert {k: action[k] for k in HOST_KEYS if k in action} == expected
+    validate_config(doc, tmp_path)
+
+
+# ---------------------------------------------------------------------------- clusters
+
+
+def test_authz_cluster(tmp_path: Path) -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]))
+    authz = clusters(doc)[AUTHZ_CLUSTER]
+    assert authz["type"] == "STATIC"
+    assert authz["lb_policy"] == "LEAST_REQUEST"
+    assert authz["connect_timeout"] == "1s"
+    assert [e["address"] for e in endpoints(authz)] == [
+        {"pipe": {"path": "/run/authgate/authz-0.sock"}},
+        {"pipe": {"path": "/run/authgate/authz-1.sock"}},
+        {"socket_address": {"address": "127.0.0.1", "port_value": 9901}},
+    ]
+    options = authz["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["@type"] == (
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    )
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    (limits,) = authz["circuit_breakers"]["thresholds"]
+    assert limits == {"max_connections": 100000, "max_pending_requests": 100000,
+                      "max_requests": 100000}
+    assert doc["admin"]["address"] == {"pipe": {"path": "/run/authgate/envoy-admin.sock"}}
+
+
+def test_authz_cluster_by_dns_name_uses_strict_dns(tmp_path: Path) -> None:
+    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]),
+                    endpoints=["authz.authgate.svc:9000"])
+    authz = clusters(doc)[AUTHZ_CLUSTER]
+    assert authz["type"] == "STRICT_DNS"
+    validate_config(doc, tmp_path)
+
+
+def test_authz_cluster_refuses_bad_endpoints() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        build_authz_cluster([])
+    with pytest.raises(ValueError, match="cannot mix"):
+        build_authz_cluster(["unix:/run/a.sock", "authz:9000"])
+    with pytest.raises(ValueError, match="host:port"):
+        build_authz_cluster(["authz"])
+
+
+def test_tcp_admin_address(tmp_path: Path) -> None:
+    doc = build_bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]),
+                          ["127.0.0.1:9901"], admin_address="127.0.0.1:9902")
+    assert doc["admin"]["address"] == {
+        "socket_address": {"address": "127.0.0.1", "port_value": 9902}
+    }
+    validate_config(doc, tmp_path)
+
+
+def test_unix_upstream_cluster(certs: tuple[str, str]) -> None:
+    cluster = clusters(bootstrap(kitchen_sink(certs)))["upstream-jenkins"]
+    assert cluster["type"] == "STATIC"
+    assert cluster["connect_timeout"] == "10s"
+    assert endpoints(cluster) == [{"address": {"pipe": {"path": "/run/jenkins/jenkins.sock"}}}]
+    assert "transport_socket" not in cluster
+
+
+def test_http_upstream_by_ip_is_static(certs: tuple[str, str]) -> None:
+    cluster = clusters(bootstrap(kitchen_sink(certs)))["upstream-jenkins-api"]
+    assert cluster["type"] == "STATIC"
+    (endpoint,) = endpoints(cluster)
+    assert endpoint["address"] == {"socket_address": {"address": "10.1.2.3", "port_value": 8080}}
+    assert endpoint["hostname"] == "10.1.2.3:8080"  # what auto_host_rewrite would send
+    assert "transport_socket" not in cluster
+
+
+def test_http_upstream_by_name_is_strict_dns_round_robin(certs: tuple[str, str]) -> None:
+    cluster = clusters(bootstrap(kitchen_sink(certs)))["upstream-app"]
+    assert cluster["type"] == "STRICT_DNS"
+    assert cluster.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"
+    assert [e["address"]["socket_address"] for e in endpoints(cluster)] == [
+        {"address": "app-a", "port_value": 8080}, {"address": "app-b", "port_value": 8080}
+    ]
+
+
+def test_https_upstream_is_verified(certs: tuple[str, str]) -> None:
+    cluster = clusters(bootstrap(kitchen_sink(certs)))["upstream-secure"]
+    assert cluster["type"] == "STRICT_DNS"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["@type"].endswith("tls.v3.UpstreamTlsContext")
+    assert tls["sni"] == "backend.internal"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "backend.internal"}}
+    ]
+    assert "trust_chain_verification" not in validation  # never ACCEPT_UNTRUSTED
+
+
+def test_https_upstream_by_ip_matches_ip_san_without_sni(certs: tuple[str, str]) -> None:
+    cluster = clusters(bootstrap(kitchen_sink(certs)))["upstream-hdr"]
+    assert cluster["type"] == "STATIC"
+    assert endpoints(cluster)[0]["hostname"] == "10.9.9.9"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert "sni" not in tls
+    assert tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.9.9.9"}}
+    ]
+
+
+def test_upstream_ca_file_can_be_replaced(certs: tuple[str, str], tmp_path: Path) -> None:
+    doc = bootstrap(kitchen_sink(certs), upstream_ca_file=str(tmp_path / "ca.pem"))
+    tls = clusters(doc)["upstream-secure"]["transport_socket"]["typed_config"]
+    assert tls["common_tls_context"]["validation_context"]["trusted_ca"] == {
+        "filename": str(tmp_path / "ca.pem")
+    }
+    validate_config(doc, tmp_path)
+
+
+def test_one_cluster_per_route(certs: tuple[str, str]) -> None:
+    cfg = kitchen_sink(certs)
+    names = list(clusters(bootstrap(cfg)))
+    assert names == [AUTHZ_CLUSTER, *(f"upstream-{rt.id}" for rt in cfg.routes)]
