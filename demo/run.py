@@ -12,6 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -41,17 +42,30 @@ def main() -> int:
     port = port_or_free(8443)
     app, auth = f"https://app.localhost:{port}", f"https://auth.localhost:{port}"
     pki = make_pki(WORK / "tls", ["app.localhost", "auth.localhost", "localhost"])
-    idp = TestIdP(port=port_or_free(9400), clients=[{
-        "client_id": "authgate", "client_secret": "demo-secret",
-        "redirect_uris": [f"{auth}/oauth2/callback"],
-        "post_logout_redirect_uris": [f"{auth}/.pomerium/signed_out"],
-    }])
+    idp = TestIdP(
+        port=port_or_free(9400),
+        clients=[
+            {
+                "client_id": "authgate",
+                "client_secret": "demo-secret",
+                "redirect_uris": [f"{auth}/oauth2/callback"],
+                "post_logout_redirect_uris": [f"{auth}/.pomerium/signed_out"],
+            }
+        ],
+    )
     sock = WORK / "app.sock"
     if len(str(sock)) > 100:  # AF_UNIX path limit
-        sock = Path(f"/tmp/authgate-demo-{os.getuid()}.sock")
-    with idp, SampleUpstream(unix_path=sock, jwks_url=f"{app}/.well-known/pomerium/jwks.json",
-                             ca_file=pki.ca_file, issuers=["auth.localhost"],
-                             audiences=["app.localhost"]):
+        sock = Path(tempfile.mkdtemp(prefix="authgate-demo-")) / "app.sock"
+    with (
+        idp,
+        SampleUpstream(
+            unix_path=sock,
+            jwks_url=f"{app}/.well-known/pomerium/jwks.json",
+            ca_file=pki.ca_file,
+            issuers=["auth.localhost"],
+            audiences=["app.localhost"],
+        ),
+    ):
         config = {
             "address": f"127.0.0.1:{port}",
             "certificate_file": str(pki.cert_file),
@@ -64,18 +78,21 @@ def main() -> int:
             "idp_scopes": ["openid", "profile", "email", "groups"],
             "signing_key": generate_signing_key_b64(),
             "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
-            "routes": [{
-                "from": app,
-                "to": f"unix://{sock}",
-                "pass_identity_headers": True,
-                "host_rewrite_header": True,
-                "allow_websockets": True,
-                "policy": [{"allow": {"and": [{"domain": {"is": "example.com"}}]}}],
-            }],
+            "routes": [
+                {
+                    "from": app,
+                    "to": f"unix://{sock}",
+                    "pass_identity_headers": True,
+                    "host_rewrite_header": True,
+                    "allow_websockets": True,
+                    "policy": [{"allow": {"and": [{"domain": {"is": "example.com"}}]}}],
+                }
+            ],
         }
         config_path = WORK / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        print(f"""
+        print(
+            f"""
 authgate demo
   open        {app}/
               (the certificate is from a demo CA: trust {pki.ca_file} or accept the warning)
@@ -84,10 +101,23 @@ authgate demo
   identity    {app}/.pomerium/    sign out: {app}/.pomerium/sign_out
   IdP         {idp.issuer}
   config      {config_path}
-""", flush=True)
+""",
+            flush=True,
+        )
         env = dict(os.environ)
-        proc = subprocess.Popen([sys.executable, "-m", "authgate", "run", "-c", str(config_path),
-                                 "--runtime-dir", str(WORK / "run")], env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "authgate",
+                "run",
+                "-c",
+                str(config_path),
+                "--runtime-dir",
+                str(WORK / "run"),
+            ],
+            env=env,
+        )
         try:
             return proc.wait()
         except KeyboardInterrupt:

@@ -42,18 +42,28 @@ class Env:
 
     def browser(self) -> httpx.Client:
         """An httpx client that behaves like a browser: cookies, redirects, Accept: text/html."""
-        return httpx.Client(verify=self.pki.client_ssl_context(), follow_redirects=True, timeout=15,
-                            headers={"accept": BROWSER_ACCEPT})
+        return httpx.Client(
+            verify=self.pki.client_ssl_context(),
+            follow_redirects=True,
+            timeout=15,
+            headers={"accept": BROWSER_ACCEPT},
+        )
 
-    def login(self, client: httpx.Client, url: str, email: str = "alice@example.com",
-              password: str | None = None) -> httpx.Response:
+    def login(
+        self,
+        client: httpx.Client,
+        url: str,
+        email: str = "alice@example.com",
+        password: str | None = None,
+    ) -> httpx.Response:
         page = client.get(url)
         assert is_idp_login_page(page), f"expected the IdP login page, got {page.url}"
         return submit_idp_login(client, page, email, password or email.split("@")[0] + "-password")
 
 
-def stack_config(port: int, pki: TestPKI, idp: TestIdP, jenkins_sock: Path,
-                 other_port: int, status_port: int) -> dict[str, Any]:
+def stack_config(
+    port: int, pki: TestPKI, idp: TestIdP, jenkins_sock: Path, other_port: int, status_port: int
+) -> dict[str, Any]:
     return {
         "address": f"127.0.0.1:{port}",
         "certificate_file": str(pki.cert_file),
@@ -95,28 +105,39 @@ def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
     pki = make_pki(workdir / "tls", HOSTS)
     callback = f"https://authenticate.test:{port}/oauth2/callback"
     signed_out = f"https://authenticate.test:{port}/.pomerium/signed_out"
-    idp = TestIdP(clients=[{
-        "client_id": "authgate", "client_secret": "secret",
-        "redirect_uris": [callback], "post_logout_redirect_uris": [signed_out],
-    }])
+    idp = TestIdP(
+        clients=[
+            {
+                "client_id": "authgate",
+                "client_secret": "secret",
+                "redirect_uris": [callback],
+                "post_logout_redirect_uris": [signed_out],
+            }
+        ]
+    )
     sock = Path(f"/tmp/ag-{os.getpid()}-{secrets.token_hex(3)}.sock")
     with map_hosts({"*.test": "127.0.0.1"}), idp:
         jenkins = SampleUpstream(
-            unix_path=sock, ca_file=pki.ca_file,
+            unix_path=sock,
+            ca_file=pki.ca_file,
             jwks_url=f"https://jenkins.test:{port}/.well-known/pomerium/jwks.json",
-            issuers=["authenticate.test"], audiences=["jenkins.test"],
+            issuers=["authenticate.test"],
+            audiences=["jenkins.test"],
         )
         other = SampleUpstream(
-            tcp_port=0, ca_file=pki.ca_file,
+            tcp_port=0,
+            ca_file=pki.ca_file,
             jwks_url=f"https://other.test:{port}/.well-known/pomerium/jwks.json",
-            issuers=["authenticate.test"], audiences=["other.test"],
+            issuers=["authenticate.test"],
+            audiences=["other.test"],
         )
         status = SampleUpstream(tcp_port=0)
         with jenkins, other, status:
             assert other.port is not None and status.port is not None
             config = stack_config(port, pki, idp, sock, other.port, status.port)
-            with AuthgateStack(workdir / "stack", config, workers=workers,
-                               ca_file=pki.ca_file) as stack:
+            with AuthgateStack(
+                workdir / "stack", config, workers=workers, ca_file=pki.ca_file
+            ) as stack:
                 yield Env(port, pki, idp, jenkins, other, status, stack)
 
 

@@ -26,8 +26,13 @@ def page(env: Env, tmp_path: Path) -> Iterator[object]:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
             args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
                 # Map the test hostnames inside the browser, not in /etc/hosts.
                 "--host-resolver-rules=MAP *.test 127.0.0.1",
             ],

@@ -107,8 +107,9 @@ def test_second_route_host_gets_its_own_cookie_through_the_hand_off(env: Env) ->
     # A cookie of one host is no session on another.
     with env.browser() as client:
         client.follow_redirects = False
-        response = client.get(env.url("other.test", "/"),
-                              headers={"cookie": f"{SESSION_COOKIE}={jenkins_cookie}"})
+        response = client.get(
+            env.url("other.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={jenkins_cookie}"}
+        )
         assert response.status_code == 302
         assert "/.pomerium/sign_in" in response.headers["location"]
 
@@ -187,12 +188,15 @@ def test_bad_cookie_means_log_in_again(env: Env, mangle) -> None:  # type: ignor
         assert good
     with env.browser() as client:
         client.follow_redirects = False
-        response = client.get(env.url("jenkins.test", "/"),
-                              headers={"cookie": f"{SESSION_COOKIE}={mangle(good)}"})
+        response = client.get(
+            env.url("jenkins.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={mangle(good)}"}
+        )
         assert response.status_code == 302
         assert "/.pomerium/sign_in" in response.headers["location"]
-        api = client.get(env.url("jenkins.test", "/"), headers={
-            "cookie": f"{SESSION_COOKIE}={mangle(good)}", "accept": "application/json"})
+        api = client.get(
+            env.url("jenkins.test", "/"),
+            headers={"cookie": f"{SESSION_COOKIE}={mangle(good)}", "accept": "application/json"},
+        )
         assert api.status_code == 401
 
 
@@ -205,8 +209,9 @@ def test_foreign_cookie_from_another_secret_is_no_session(env: Env) -> None:
     )
     with env.browser() as client:
         client.follow_redirects = False
-        response = client.get(env.url("jenkins.test", "/"),
-                              headers={"cookie": f"{SESSION_COOKIE}={foreign}"})
+        response = client.get(
+            env.url("jenkins.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={foreign}"}
+        )
         assert response.status_code == 302
 
 
@@ -234,8 +239,9 @@ def test_public_route_works_without_login(env: Env) -> None:
 
 def test_api_client_without_session_gets_401_json(env: Env) -> None:
     with httpx.Client(verify=env.pki.client_ssl_context()) as client:
-        response = client.get(env.url("jenkins.test", "/api/json"),
-                              headers={"accept": "application/json"})
+        response = client.get(
+            env.url("jenkins.test", "/api/json"), headers={"accept": "application/json"}
+        )
         assert response.status_code == 401
         assert response.json()["error"] == "unauthenticated"
         plain = client.get(env.url("jenkins.test", "/api/json"))  # curl's Accept: */*
@@ -267,7 +273,8 @@ def test_websocket_upgrade_passes_on_allow_websockets_route(env: Env) -> None:
         cookie = _cookie_for(client, "jenkins.test")
     ctx = ssl.create_default_context(cafile=str(env.pki.ca_file))
     with ws_connect(
-        f"wss://jenkins.test:{env.port}/ws", ssl=ctx,
+        f"wss://jenkins.test:{env.port}/ws",
+        ssl=ctx,
         additional_headers={"cookie": f"{SESSION_COOKIE}={cookie}"},
         open_timeout=10,
     ) as ws:
@@ -284,14 +291,18 @@ def test_sign_out_ends_the_session(env: Env) -> None:
         assert page.status_code == 200 and "<form" in page.text
         action = page.text.split('action="')[1].split('"')[0].replace("&amp;", "&")
         # A cross-site POST is refused.
-        cross = client.post(env.url("jenkins.test", action),
-                            headers={"origin": "https://evil.test", "sec-fetch-site": "cross-site"},
-                            follow_redirects=False)
+        cross = client.post(
+            env.url("jenkins.test", action),
+            headers={"origin": "https://evil.test", "sec-fetch-site": "cross-site"},
+            follow_redirects=False,
+        )
         assert cross.status_code == 403
         assert client.get(env.url("jenkins.test", "/")).status_code == 200
         # The same-origin POST signs out, through the IdP's end-session page.
-        done = client.post(env.url("jenkins.test", action),
-                           headers={"origin": env.url("jenkins.test", "").rstrip("/")})
+        done = client.post(
+            env.url("jenkins.test", action),
+            headers={"origin": env.url("jenkins.test", "").rstrip("/")},
+        )
         if is_idp_logout_page(done):
             done = submit_idp_logout(client, done)
         assert _cookie_for(client, "jenkins.test") is None
@@ -321,24 +332,57 @@ def test_authz_stopped_means_503_and_upstream_sees_nothing(tmp_path: Path) -> No
     with SampleUpstream(tcp_port=0) as upstream:
         assert upstream.port is not None
         config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "address": f"127.0.0.1:{port}",
-            "insecure_server": True,
-            "authenticate_service_url": f"http://authenticate.test:{port}",
-            "idp_provider_url": "http://127.0.0.1:9",
-            "idp_client_id": "authgate",
-            "idp_client_secret": "secret",
-            "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
-            "signing_key": generate_signing_key_b64(),
-            "routes": [{"from": f"http://public.test:{port}", "to": upstream.url,
-                        "allow_public_unauthenticated_access": True}],
-        }))
-        authz = subprocess.Popen([sys.executable, "-m", "authgate", "authz", "-c", str(config_path),
-                                  "--listen", f"unix:{sock}"])
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "address": f"127.0.0.1:{port}",
+                    "insecure_server": True,
+                    "authenticate_service_url": f"http://authenticate.test:{port}",
+                    "idp_provider_url": "http://127.0.0.1:9",
+                    "idp_client_id": "authgate",
+                    "idp_client_secret": "secret",
+                    "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
+                    "signing_key": generate_signing_key_b64(),
+                    "routes": [
+                        {
+                            "from": f"http://public.test:{port}",
+                            "to": upstream.url,
+                            "allow_public_unauthenticated_access": True,
+                        }
+                    ],
+                }
+            )
+        )
+        authz = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "authgate",
+                "authz",
+                "-c",
+                str(config_path),
+                "--listen",
+                f"unix:{sock}",
+            ]
+        )
         bootstrap = subprocess.run(
-            [sys.executable, "-m", "authgate", "envoy-config", "-c", str(config_path), "--authz",
-             f"unix:{sock}", "--admin", f"unix:{tmp_path / 'admin.sock'}", "--format", "json"],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "authgate",
+                "envoy-config",
+                "-c",
+                str(config_path),
+                "--authz",
+                f"unix:{sock}",
+                "--admin",
+                f"unix:{tmp_path / 'admin.sock'}",
+                "--format",
+                "json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         envoy = EnvoyProcess(json.loads(bootstrap), workdir=tmp_path / "envoy")
         try:

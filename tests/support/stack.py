@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,8 +30,14 @@ class AuthgateStack:
 
     __test__ = False
 
-    def __init__(self, workdir: Path, config: dict[str, Any], *, workers: int = 1,
-                 ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        workers: int = 1,
+        ca_file: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.config = config
         self.workers = workers
@@ -50,15 +56,33 @@ class AuthgateStack:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "authgate", "run", "-c", str(self.config_path),
-             "--workers", str(self.workers), "--runtime-dir", str(self.runtime_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+            [
+                sys.executable,
+                "-m",
+                "authgate",
+                "run",
+                "-c",
+                str(self.config_path),
+                "--workers",
+                str(self.workers),
+                "--runtime-dir",
+                str(self.runtime_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
         )
         url = f"{self.authenticate_url}/.well-known/pomerium/jwks.json"
         deadline = time.monotonic() + timeout
-        with map_hosts({"*.test": "127.0.0.1"}), httpx.Client(
-            verify=ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True, timeout=2
-        ) as client:
+        with (
+            map_hosts({"*.test": "127.0.0.1"}),
+            httpx.Client(
+                verify=ssl.create_default_context(cafile=str(self.ca_file))
+                if self.ca_file
+                else True,
+                timeout=2,
+            ) as client,
+        ):
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"authgate run exited {self.proc.returncode}:\n{self.log()}")
@@ -93,6 +117,7 @@ class AuthgateStack:
     def __enter__(self) -> AuthgateStack:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -7,13 +7,17 @@ verifies the ID token against the IdP's JWKS with an algorithm allow-list.
 import asyncio
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import jwt
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+# authlib 1.9 nags about a future "httpx2" package at import; httpx is what it supports today.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: E402
 
 ALLOWED_ALGORITHMS = (
     "RS256",
