@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter first)
 import httpx
 import jwt
 
