@@ -1,7 +1,6 @@
 """Settings turned into what the servers use: decoded keys, compiled policies, routes by id."""
 
 import base64
-import os
 import secrets
 import sys
 from collections.abc import Mapping
@@ -91,7 +90,7 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
             )
         cookie_secret = cookie_secret or generate_cookie_secret()
         signing_key_b64 = signing_key_b64 or generate_signing_key_b64()
-    client_secret = settings.idp_client_secret or os.environ.get("IDP_CLIENT_SECRET", "")
+    client_secret = settings.idp_client_secret or ""
     if not client_secret:
         raise ConfigError(
             "idp_client_secret", "is required", "set idp_client_secret or idp_client_secret_file"

@@ -58,6 +58,8 @@ class SealedBox:
         if len(token) > MAX_TOKEN_CHARS or not _CANONICAL.fullmatch(token):
             return None
         raw = _b64decode(token)
+        if raw is not None and _b64encode(raw) != token:
+            return None  # unused trailing bits set: not a spelling seal() produces
         if raw is None or len(raw) < 1 + NONCE_BYTES + 16 or raw[:1] != VERSION:
             return None
         nonce, sealed = raw[1 : 1 + NONCE_BYTES], raw[1 + NONCE_BYTES :]
