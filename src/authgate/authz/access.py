@@ -99,6 +99,7 @@ def check_route(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> 
         method=ctx.method,
         path=ctx.path_only,
         source_ip=ctx.source_ip,
+        now=state.clock(),
     )
     if route.policy.allowed(inp):
         return forward(state, route, ctx, session)

@@ -40,9 +40,14 @@ def _grpc_address(listen: str) -> str:
     return listen if not listen.startswith("/") else f"unix:{listen}"
 
 
-async def serve(cfg: RuntimeConfig, listen: str, ready_file: Path | None = None) -> None:
+async def serve(
+    cfg: RuntimeConfig,
+    listen: str,
+    ready_file: Path | None = None,
+    state: AuthzState | None = None,
+) -> None:
     """Serve Check on `listen` (unix:/path.sock or host:port) until SIGTERM/SIGINT."""
-    state = AuthzState.build(cfg)
+    state = state or AuthzState.build(cfg)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
         AuthorizationServicer(state), server

@@ -2,7 +2,9 @@
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from authgate.assertion import AssertionSigner
 from authgate.config import RuntimeConfig
@@ -45,6 +47,8 @@ class AuthzState:
     signout_box: SealedBox  # route host -> authenticate host sign-out
     csrf_box: SealedBox
     seen_handoffs: SeenTokens = field(default_factory=SeenTokens)
+    # Policies with date/time criteria read this; tests inject a fixed clock.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
     def secure(self) -> bool:
@@ -67,9 +71,12 @@ class AuthzState:
         return int(self.cfg.settings.cookie_expire.total_seconds())
 
     @classmethod
-    def build(cls, cfg: RuntimeConfig) -> "AuthzState":
+    def build(
+        cls, cfg: RuntimeConfig, clock: Callable[[], datetime] | None = None
+    ) -> "AuthzState":
         key = cfg.cookie_key
         return cls(
+            clock=clock or (lambda: datetime.now(UTC)),
             cfg=cfg,
             sessions=SessionCodec(key),
             signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
