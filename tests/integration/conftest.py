@@ -116,7 +116,7 @@ def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
         ]
     )
     sock = Path(f"/tmp/ag-{os.getpid()}-{secrets.token_hex(3)}.sock")
-    with map_hosts({"*.test": "127.0.0.1"}), idp:
+    with idp:  # name mapping is per test (autouse fixture), never left on for the session
         jenkins = SampleUpstream(
             unix_path=sock,
             ca_file=pki.ca_file,
