@@ -536,3 +536,17 @@ async def test_jwks_is_served_on_route_hosts(state: AuthzState) -> None:
     assert decision.status == 200
     assert json.loads(decision.body) == state.signer.jwks
     assert dict(decision.headers)["content-type"] == "application/json"
+
+
+def test_allow_response_memo_is_bounded_and_reused() -> None:
+    from authgate.authz.response import _AllowResponses
+
+    memo = _AllowResponses(limit=50)
+    first = Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),), remove_headers=("x-a",))
+    built = memo.get(first)
+    assert memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),),
+                          remove_headers=("x-a",))) is built
+    for i in range(1000):
+        memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", f"t{i}"),)))
+    assert len(memo) == 50
+    assert built.ok_response.headers[0].header.value == "t0"

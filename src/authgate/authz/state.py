@@ -50,30 +50,22 @@ class AuthzState:
     # Policies with date/time criteria read this; tests inject a fixed clock.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    @property
-    def secure(self) -> bool:
-        return self.cfg.settings.tls
+    # Derived once: these are read on every Check.
+    secure: bool = field(init=False)
+    session_cookie: str = field(init=False)
+    login_cookie: str = field(init=False)
+    own_cookies: frozenset[str] = field(init=False)
+    session_lifetime_s: int = field(init=False)
 
-    @property
-    def session_cookie(self) -> str:
-        return self.cfg.cookie_name
-
-    @property
-    def login_cookie(self) -> str:
-        return f"{self.cfg.cookie_name}_login"
-
-    @property
-    def own_cookies(self) -> frozenset[str]:
-        return frozenset({self.session_cookie, self.login_cookie})
-
-    @property
-    def session_lifetime_s(self) -> int:
-        return int(self.cfg.settings.cookie_expire.total_seconds())
+    def __post_init__(self) -> None:
+        self.secure = self.cfg.settings.tls
+        self.session_cookie = self.cfg.cookie_name
+        self.login_cookie = f"{self.cfg.cookie_name}_login"
+        self.own_cookies = frozenset({self.session_cookie, self.login_cookie})
+        self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
 
     @classmethod
-    def build(
-        cls, cfg: RuntimeConfig, clock: Callable[[], datetime] | None = None
-    ) -> "AuthzState":
+    def build(cls, cfg: RuntimeConfig, clock: Callable[[], datetime] | None = None) -> "AuthzState":
         key = cfg.cookie_key
         return cls(
             clock=clock or (lambda: datetime.now(UTC)),
