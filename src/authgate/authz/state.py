@@ -34,6 +34,9 @@ class SeenTokens:
             self._seen.popitem(last=False)
         return True
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
 
 @dataclass
 class AuthzState:
