@@ -1,6 +1,7 @@
 """`authgate run`: start N authz workers and Envoy, supervise them, stop them together."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def run(
             "warning: cookie_secret or signing_key not set; using random ones for this run "
             "(sessions and the JWKS change at every restart)"
         )
+    own_dir = runtime_dir is None
     rdir = Path(runtime_dir) if runtime_dir else Path(tempfile.mkdtemp(prefix="authgate-"))
     rdir.mkdir(parents=True, exist_ok=True)
 
@@ -149,3 +151,5 @@ def run(
         if envoy is not None:
             envoy.stop()
         _stop(procs)
+        if own_dir:
+            shutil.rmtree(rdir, ignore_errors=True)
