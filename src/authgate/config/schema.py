@@ -5,7 +5,9 @@ Every field error message ends with the fix, so `load_config` can print one line
 
 import base64
 import binascii
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -95,13 +97,168 @@ class Upstream(BaseModel):
             if parts.path not in ("", "/") or parts.query:
                 raise ValueError(
                     f"{value!r}: a path or query in `to` is not supported; "
-                    "write scheme://host:port only"
+                    "write scheme://host:port only and use `prefix_rewrite` to change the "
+                    "path the upstream sees"
                 )
             return cls(scheme=parts.scheme, host=parts.hostname, port=port)
         raise ValueError(
             f"{value!r} is not a valid upstream; use http://host:port, https://host:port "
             "or unix:///path.sock"
         )
+
+
+# ---------------------------------------------------------------------------- regular expressions
+# Envoy evaluates route regexes with Google RE2 (as Pomerium documents: Go's regexp syntax). We
+# have no RE2 here, so: refuse what RE2 lacks (it never backtracks), translate the few RE2-only
+# escapes, and let Python's `re` judge the rest. `envoy --mode validate` remains the final word.
+
+_RE2_UNSUPPORTED = (
+    (re.compile(r"\(\?<?[=!]"), "lookahead/lookbehind `(?=`, `(?!`, `(?<=`, `(?<!`"),
+    (re.compile(r"\(\?>"), "atomic groups `(?>...)`"),
+    (re.compile(r"\(\?\("), "conditionals `(?(...)`"),
+    (re.compile(r"\(\?P="), "named back-references `(?P=name)`"),
+    (re.compile(r"\(\?#"), "comments `(?#...)`"),
+    (re.compile(r"\\[1-9]|\\g<"), "back-references `\\1`"),
+    (re.compile(r"(?:[*+?}])\+"), "possessive quantifiers `*+`, `++`, `?+`"),
+)
+_RE2_ONLY_ESCAPES = re.compile(
+    r"\\\\|\\[pP](?:\{\w+\}|\w)|\\Q.*?(?:\\E|$)|\\[zC]|\(\?<(?=[A-Za-z_])"
+)
+
+
+def _strip_escaped_and_classes(pattern: str) -> str:
+    """The pattern with `\\x` escapes and `[...]` classes blanked, for the syntax checks above
+    (a `(?=` inside `[...]` or after a backslash is just characters)."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            keep = not in_class and (nxt.isdigit() or nxt == "g")
+            out.append(pattern[i : i + 2] if keep else "__")
+            i += 2
+            continue
+        if in_class:
+            if char == "]":
+                in_class = False
+            out.append("_")
+        elif char == "[":
+            in_class = True
+            out.append("_")
+            if pattern[i + 1 : i + 2] == "^":
+                out.append("_")
+                i += 1
+            if pattern[i + 1 : i + 2] == "]":  # `[]...]` and `[^]...]`: a literal `]`
+                out.append("_")
+                i += 1
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _python_equivalent(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text == "\\\\":
+        return text
+    if text.startswith(("\\p", "\\P")):
+        return r"\w"
+    if text.startswith("\\Q"):
+        return re.escape(text[2:].removesuffix("\\E"))
+    if text == "(?<":
+        return "(?P<"
+    return {"\\z": r"\Z", "\\C": "."}[text]
+
+
+def compile_re2ish(pattern: str) -> re.Pattern[str]:
+    """Check `pattern` is RE2 syntax; return a Python equivalent (for counting groups)."""
+    if not pattern:
+        raise ValueError("is empty; write a regular expression (RE2 syntax)")
+    bare = _strip_escaped_and_classes(pattern)
+    for construct, what in _RE2_UNSUPPORTED:
+        if construct.search(bare):
+            raise ValueError(
+                f"`{pattern}` uses {what}, which Envoy's RE2 engine does not support; "
+                "rewrite the expression without it"
+            )
+    try:
+        return re.compile(_RE2_ONLY_ESCAPES.sub(_python_equivalent, pattern))
+    except re.error as exc:
+        raise ValueError(
+            f"`{pattern}` is not a valid regular expression ({exc}); fix it (RE2 syntax)"
+        ) from None
+
+
+def check_substitution(substitution: str, groups: int, key: str) -> None:
+    """RE2 rewrite strings know `\\0`..`\\9` (groups) and `\\\\` (a backslash), nothing else."""
+    for match in re.finditer(r"\\(.?)", substitution):
+        ref = match.group(1)
+        if ref == "\\":
+            continue
+        if not ref.isdigit():
+            raise ValueError(
+                f"{key} `{substitution}`: `\\{ref}` is not a group reference; use \\1..\\9 for "
+                "groups and \\\\ for a backslash"
+            )
+        if int(ref) > groups:
+            raise ValueError(
+                f"{key} `{substitution}` refers to group \\{ref} but the pattern has only "
+                f"{groups}; add a (group) to the pattern or fix the reference"
+            )
+
+
+# ---------------------------------------------------------------------------- request headers
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+IDENTITY_HEADER_PREFIX = "x-pomerium"  # authgate's namespace, as authz strips it
+ASSERTION_HEADER = "x-pomerium-jwt-assertion"
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+     "upgrade", "content-length"}
+)
+_POMERIUM_TOKEN = re.compile(r"\$\{\s*pomerium\.")
+
+
+def _header_key(name: str) -> str:
+    """How Envoy and authz compare names: case-insensitive, `_` as good as `-`."""
+    return name.lower().replace("_", "-")
+
+
+def _check_header_name(name: str, key: str) -> None:
+    if name.startswith(":"):
+        raise ValueError(
+            f"{key}: {name!r} is a pseudo-header; use host_rewrite for the host and "
+            "prefix_rewrite/regex_rewrite_* for the path"
+        )
+    if not _TOKEN.match(name):
+        raise ValueError(f"{key}: {name!r} is not a valid header name; use letters, digits and -")
+    lowered = _header_key(name)
+    if lowered == "host":
+        raise ValueError(
+            f"{key}: Host cannot be set or removed here; use host_rewrite, host_rewrite_header "
+            "or preserve_host_header"
+        )
+    if lowered in _HOP_BY_HOP:
+        raise ValueError(
+            f"{key}: {name!r} is a hop-by-hop or framing header Envoy manages; remove it "
+            "(websockets: allow_websockets)"
+        )
+
+
+def _scalar_to_str(value: object) -> object:
+    """YAML turns `X-Flag: true` or `X-Count: 3` into non-strings; Pomerium reads them as text."""
+    if isinstance(value, dict):
+        return {
+            k: (str(v).lower() if isinstance(v, bool) else str(v))
+            if isinstance(v, (bool, int, float))
+            else v
+            for k, v in value.items()
+        }
+    return value
+
+
+HeaderMap = Annotated[dict[str, str], BeforeValidator(_scalar_to_str)]
 
 
 class Route(BaseModel):
@@ -113,17 +270,35 @@ class Route(BaseModel):
     name: str | None = None
     from_: str = Field(alias="from")
     to: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
+    # Matching (at most one; none = prefix `/`). Envoy matches, on the normalised path.
     prefix: str | None = None
     path: str | None = None
+    regex: str | None = None  # RE2, must match the whole path (query excluded)
+    # Path rewriting for the upstream (at most one kind).
+    prefix_rewrite: str | None = None
+    regex_rewrite_pattern: str | None = None
+    regex_rewrite_substitution: str | None = None
     pass_identity_headers: bool = False
+    # Host header, in Pomerium's precedence order: preserve > host_rewrite > host_rewrite_header
+    # > host_path_regex_rewrite_* > the `to` host.
     preserve_host_header: bool = False
     host_rewrite: str | None = None
     # Pomerium: the name of a header whose value becomes Host. `true` (as some guides write it)
     # keeps the Host the browser sent, which is what Jenkins needs to build its links.
     host_rewrite_header: str | bool | None = None
+    host_path_regex_rewrite_pattern: str | None = None
+    host_path_regex_rewrite_substitution: str | None = None
+    # Request headers for the upstream, applied by Envoy after ext_authz.
+    set_request_headers: HeaderMap = Field(default_factory=dict)
+    remove_request_headers: StrList = Field(default_factory=list)
     allow_websockets: bool = False
     timeout: Duration = timedelta(seconds=30)
     idle_timeout: Duration = timedelta(minutes=5)
+    # Upstream TLS (https:// upstreams only).
+    tls_skip_verify: bool = False
+    tls_server_name: str | None = None
+    tls_custom_ca_file: str | None = None
+    show_error_details: bool = False
     allow_public_unauthenticated_access: bool = False
     allow_any_authenticated_user: bool = False
     allowed_users: StrList = Field(default_factory=list)
@@ -147,15 +322,117 @@ class Route(BaseModel):
 
     @field_validator("prefix", "path")
     @classmethod
-    def _starts_with_slash(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
+    def _matchable_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("/"):
             raise ValueError(f"{value!r} must start with '/'")
+        if "?" in value or "#" in value:
+            raise ValueError(f"{value!r}: a query or fragment is never matched; remove it")
+        # Envoy normalises request paths before matching (dot segments resolved, `//` merged,
+        # escaped slashes refused), so such a route could never match anything.
+        segments = value.split("/")[1:]
+        lowered = value.lower()
+        if (
+            "//" in value
+            or "\\" in value
+            or "%2f" in lowered
+            or "%5c" in lowered
+            or any(seg in (".", "..") for seg in segments)
+        ):
+            raise ValueError(
+                f"{value!r} is not a normalised path (no `//`, `.`/`..` segments, backslashes or "
+                "escaped slashes); Envoy matches normalised paths only, so write it normalised"
+            )
+        return value
+
+    @field_validator("prefix_rewrite")
+    @classmethod
+    def _rewrite_starts_with_slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with '/' (e.g. `/` to strip the prefix)")
+        return value
+
+    @field_validator("regex", "regex_rewrite_pattern", "host_path_regex_rewrite_pattern")
+    @classmethod
+    def _re2(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_re2ish(value)
+        return value
+
+    @field_validator("set_request_headers")
+    @classmethod
+    def _set_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name, header_value in value.items():
+            _check_header_name(name, name)
+            key = _header_key(name)
+            if key.startswith(IDENTITY_HEADER_PREFIX):
+                raise ValueError(
+                    f"{name}: the x-pomerium- header namespace belongs to authgate (it carries "
+                    "the signed identity); pick another name, or use pass_identity_headers"
+                )
+            if key in seen:
+                raise ValueError(f"{name}: set twice (also as {seen[key]!r}); keep one")
+            seen[key] = name
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
+            if _POMERIUM_TOKEN.search(header_value):
+                raise ValueError(
+                    f"{name}: Pomerium's ${{pomerium.*}} token substitution is not supported; "
+                    "use pass_identity_headers for the signed identity"
+                )
+        return value
+
+    @field_validator("remove_request_headers")
+    @classmethod
+    def _remove_headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_header_name(name, name)
+            if _header_key(name) == ASSERTION_HEADER:
+                raise ValueError(
+                    f"{name}: authgate sets this header; to send no assertion, turn "
+                    "pass_identity_headers off"
+                )
+        return value
+
+    @field_validator("tls_server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?",
+                                                  value):
+            raise ValueError(
+                f"{value!r} is not a host name; write just the name the upstream certificate "
+                "is issued to, e.g. backend.internal (no scheme or port)"
+            )
+        return value
+
+    @field_validator("tls_custom_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = Path(value)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read {value}: {exc.strerror or exc}; give the path of a PEM CA bundle "
+                "(relative paths start from the working directory)"
+            ) from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{value} holds no PEM certificate; give a PEM CA bundle")
         return value
 
     @model_validator(mode="after")
     def _one_kind_of_access(self) -> "Route":
-        if self.prefix is not None and self.path is not None:
-            raise ValueError("set either `prefix` or `path`, not both")
+        matchers = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(matchers) > 1:
+            raise ValueError(
+                f"set only one of `prefix`, `path` or `regex` (found {', '.join(matchers)})"
+            )
+        self._check_rewrites()
+        self._check_headers_and_tls()
         if self.allow_public_unauthenticated_access and (
             self.policy
             or self.allow_any_authenticated_user
@@ -170,6 +447,53 @@ class Route(BaseModel):
         if len({Upstream.parse(t).scheme == "unix" for t in self.to}) > 1:
             raise ValueError("`to` cannot mix Unix sockets and network upstreams")
         return self
+
+    def _check_rewrites(self) -> None:
+        for prefix in ("regex_rewrite", "host_path_regex_rewrite"):
+            pattern = getattr(self, f"{prefix}_pattern")
+            substitution = getattr(self, f"{prefix}_substitution")
+            if (pattern is None) != (substitution is None):
+                missing = f"{prefix}_substitution" if substitution is None else f"{prefix}_pattern"
+                raise ValueError(f"{prefix}_pattern and {prefix}_substitution go together; "
+                                 f"add {missing}")
+            if pattern is not None:
+                groups = compile_re2ish(pattern).groups
+                check_substitution(substitution, groups, f"{prefix}_substitution")
+        if self.prefix_rewrite is not None and self.regex_rewrite_pattern is not None:
+            raise ValueError("set either `prefix_rewrite` or `regex_rewrite_pattern`, not both")
+
+    def _check_headers_and_tls(self) -> None:
+        both = {_header_key(n) for n in self.set_request_headers} & {
+            _header_key(n) for n in self.remove_request_headers
+        }
+        if both:
+            raise ValueError(
+                f"{sorted(both)[0]} is in both set_request_headers and remove_request_headers; "
+                "keep one"
+            )
+        tls_options = [
+            k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file")
+            if getattr(self, k)
+        ]
+        if tls_options and any(u.scheme != "https" for u in self.upstreams):
+            raise ValueError(
+                f"{tls_options[0]} applies to https:// upstreams only; use https:// in `to` "
+                "or remove it"
+            )
+        if self.tls_skip_verify and self.tls_custom_ca_file:
+            raise ValueError(
+                "tls_skip_verify turns off the verification tls_custom_ca_file configures; "
+                "keep only one of them"
+            )
+
+    @property
+    def match_key(self) -> tuple[str, str]:
+        """What Envoy matches on: ("prefix"|"path"|"regex", value)."""
+        if self.path is not None:
+            return ("path", self.path)
+        if self.regex is not None:
+            return ("regex", self.regex)
+        return ("prefix", self.prefix or "/")
 
     @property
     def upstreams(self) -> list[Upstream]:
@@ -278,10 +602,10 @@ class Settings(BaseModel):
             raise ValueError("idp_scopes must include `openid`")
         seen: dict[tuple[str, str, str], int] = {}
         for index, route in enumerate(self.routes):
-            key = (route.from_netloc, route.prefix or "/", route.path or "")
+            key = (route.from_netloc, *route.match_key)
             if key in seen:
                 raise ValueError(
-                    f"routes[{index}] repeats routes[{seen[key]}] (same from/prefix/path); "
+                    f"routes[{index}] repeats routes[{seen[key]}] (same from/prefix/path/regex); "
                     "merge them or give one a prefix"
                 )
             seen[key] = index
@@ -291,6 +615,18 @@ class Settings(BaseModel):
                     "give the route its own hostname"
                 )
         return self
+
+    def config_warnings(self) -> list[str]:
+        """Valid but risky settings, one line each, for `check` and the generator to print."""
+        notes: list[str] = []
+        for index, route in enumerate(self.routes):
+            if route.tls_skip_verify:
+                notes.append(
+                    f"routes[{index}].tls_skip_verify: the certificate of {', '.join(route.to)} "
+                    "is NOT verified; anyone on the network path can impersonate the upstream "
+                    "(use tls_custom_ca_file for a private CA instead)"
+                )
+        return notes
 
     @property
     def tls(self) -> bool:
