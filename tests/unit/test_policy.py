@@ -462,8 +462,14 @@ ERRORS = [
     ("empty rule", [{}], "policy[0]", "allow:"),
     ("claim without name", allow({"claim/": "x"}), "policy.allow.and[0]", "claim name"),
     (
-        "claim with a mapping",
-        allow({"claim/x": {"is": "y"}}),
+        "claim with an unknown list matcher",
+        allow({"claim/x": {"matches": "y"}}),
+        "policy.allow.and[0].claim/x",
+        "unknown list matcher `matches`",
+    ),
+    (
+        "claim with a nested mapping",
+        allow({"claim/x": {"has": {"a": 1}}}),
         "policy.allow.and[0].claim/x",
         "value",
     ),
@@ -474,10 +480,10 @@ ERRORS = [
         "one",
     ),
     (
-        "matcher with two keys",
-        allow({"email": {"is": "a", "not": "b"}}),
+        "empty matcher",
+        allow({"email": {}}),
         "policy.allow.and[0].email",
-        "exactly one",
+        "empty matcher",
     ),
     ("empty in list", allow({"email": {"in": []}}), "policy.allow.and[0].email", "non-empty list"),
     (

@@ -100,6 +100,7 @@ def check_route(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> 
         path=ctx.path_only,
         source_ip=ctx.source_ip,
         now=state.clock(),
+        headers=ctx.headers,
     )
     if route.policy.allowed(inp):
         return forward(state, route, ctx, session)

@@ -1,8 +1,16 @@
 """What a policy decides on: the identity (if any) and the request, built once per Check."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _no_headers() -> Mapping[str, str]:
+    return NO_HEADERS
 
 
 def normalize_groups(value: object) -> tuple[str, ...]:
@@ -29,8 +37,16 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
+    """One request as the policy sees it.
+
+    `headers` has lower-case names (as Envoy sends them); only `cors_preflight` reads it
+    (`origin`, `access-control-request-method`). `now` is the request time; time criteria use
+    the current UTC time when it is None.
+    """
+
     identity: Identity | None
     method: str = "GET"
     path: str = "/"
     source_ip: str = ""
     now: datetime | None = None
+    headers: Mapping[str, str] = field(default_factory=_no_headers)
