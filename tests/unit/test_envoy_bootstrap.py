@@ -187,7 +187,9 @@ def test_hcm_hardening() -> None:
     assert h.get("codec_type", "AUTO") == "AUTO"
     assert h["normalize_path"] is True
     assert h["merge_slashes"] is True
-    assert h["path_with_escaped_slashes_action"] == "UNESCAPE_AND_REDIRECT"
+    # %2F/%5C in a path: 400 (as Pomerium >= 0.33), never forwarded for an upstream to decode
+    # past a prefix route, and no redirect answered before ext_authz.
+    assert h["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
     assert h["use_remote_address"] is True
     # X_Pomerium_Claim_Email and friends never reach authz or the upstream.
     assert h["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
@@ -454,3 +456,241 @@ def test_one_cluster_per_route(certs: tuple[str, str]) -> None:
     cfg = kitchen_sink(certs)
     names = list(clusters(bootstrap(cfg)))
     assert names == [AUTHZ_CLUSTER, *(f"upstream-{rt.id}" for rt in cfg.routes)]
+
+
+# ---------------------------------------------------------------------------- route options
+
+
+def only_route(doc: dict[str, Any], vhost: str = "a.test") -> dict[str, Any]:
+    """The single proxy route of a one-route config (after the two internal routes)."""
+    routes = vhosts(doc)[vhost]["routes"]
+    assert len(routes) == 3
+    return routes[2]  # type: ignore[no-any-return]
+
+
+def one_route_doc(to: str = "http://10.0.0.1:8080", **options: Any) -> dict[str, Any]:
+    return bootstrap(runtime([route("http://a.test", to, id="r", **options)]))
+
+
+@pytest.fixture
+def private_ca(tmp_path: Path) -> Path:
+    path = tmp_path / "private-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_re2_program_size_limit_is_raised(tmp_path: Path) -> None:
+    # Envoy's default limit (100) refuses this; a route regex is operator config, and RE2 is
+    # linear-time.
+    doc = one_route_doc(regex="^/(job|view|api|static|adjuncts|computer){1,4}/[a-z0-9-]{1,40}/.*$")
+    (layer,) = doc["layered_runtime"]["layers"]
+    assert layer["static_layer"] == {"re2.max_program_size.error_level": 32768}
+    validate_config(doc, tmp_path)
+
+
+def test_regex_route_is_a_safe_regex(tmp_path: Path) -> None:
+    doc = one_route_doc(regex=r"^/(admin|superuser)/.*$")
+    r = only_route(doc)
+    assert r["match"] == {"safe_regex": {"regex": r"^/(admin|superuser)/.*$"}}
+    assert context(r) == {"route_id": "r", "kind": "route"}
+    validate_config(doc, tmp_path)
+
+
+def test_regex_with_re2_only_syntax_validates(tmp_path: Path) -> None:
+    doc = one_route_doc(regex=r"^/(?<section>\pL+)/\Q(x)\E\z")
+    validate_config(doc, tmp_path)
+
+
+def test_internal_routes_stay_first_before_regex_and_rewrites() -> None:
+    cfg = runtime([
+        route("http://a.test", "http://10.0.0.1", id="rx", regex="^/.*$",
+              set_request_headers={"X-A": "1"}),
+        route("http://a.test", "http://10.0.0.1", id="rw", prefix="/app/", prefix_rewrite="/"),
+    ])
+    routes = vhosts(bootstrap(cfg))["a.test"]["routes"]
+    assert [r["match"] for r in routes[:2]] == [
+        {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"}
+    ]
+    assert [r.get("name") for r in routes] == [None, None, "rx", "rw"]
+    for internal in routes[:2]:  # authz answers these; no route option touches them
+        assert "request_headers_to_add" not in internal
+        assert "route" not in internal
+
+
+def test_prefix_rewrite(tmp_path: Path) -> None:
+    doc = one_route_doc(prefix="/admin/", prefix_rewrite="/")
+    r = only_route(doc)
+    assert r["match"] == {"prefix": "/admin/"}
+    assert r["route"]["prefix_rewrite"] == "/"
+    assert "regex_rewrite" not in r["route"]
+    validate_config(doc, tmp_path)
+
+
+def test_prefix_rewrite_on_an_exact_path(tmp_path: Path) -> None:
+    doc = one_route_doc(path="/api/json", prefix_rewrite="/json")
+    assert only_route(doc)["route"]["prefix_rewrite"] == "/json"
+    validate_config(doc, tmp_path)
+
+
+def test_regex_rewrite(tmp_path: Path) -> None:
+    doc = one_route_doc(regex_rewrite_pattern="^/service/([^/]+)(/.*)$",
+                        regex_rewrite_substitution="\\2/instance/\\1")
+    action = only_route(doc)["route"]
+    assert action["regex_rewrite"] == {
+        "pattern": {"regex": "^/service/([^/]+)(/.*)$"},
+        "substitution": "\\2/instance/\\1",
+    }
+    assert "prefix_rewrite" not in action
+    validate_config(doc, tmp_path)
+
+
+def test_host_path_regex_rewrite(tmp_path: Path) -> None:
+    doc = one_route_doc(host_path_regex_rewrite_pattern="^/(.+)/.+$",
+                        host_path_regex_rewrite_substitution="\\1")
+    action = only_route(doc)["route"]
+    assert action["host_rewrite_path_regex"] == {
+        "pattern": {"regex": "^/(.+)/.+$"}, "substitution": "\\1"
+    }
+    assert not any(k in action for k in HOST_KEYS)  # instead of auto_host_rewrite
+    validate_config(doc, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"preserve_host_header": True}, {}),
+        ({"host_rewrite": "fixed.example"}, {"host_rewrite_literal": "fixed.example"}),
+        ({"host_rewrite_header": "X-Host"}, {"host_rewrite_header": "X-Host"}),
+        ({"host_rewrite_header": True}, {}),
+    ],
+)
+def test_host_path_regex_rewrite_comes_after_the_other_host_options(
+    options: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    action = only_route(one_route_doc(host_path_regex_rewrite_pattern="^/(.+)$",
+                                      host_path_regex_rewrite_substitution="\\1",
+                                      **options))["route"]
+    assert "host_rewrite_path_regex" not in action
+    assert {k: action[k] for k in HOST_KEYS if k in action} == expected
+
+
+def test_set_request_headers_overwrite_literally(tmp_path: Path) -> None:
+    doc = one_route_doc(set_request_headers={
+        "X-Team": "blue", "Authorization": "Basic dXNlcjpwYXNz", "X-Pct": "100% %REQ(x-client)%",
+        "X-Empty": "",
+    })
+    r = only_route(doc)
+    assert r["request_headers_to_add"] == [
+        {"header": {"key": "x-team", "value": "blue"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "authorization", "value": "Basic dXNlcjpwYXNz"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        # `%` doubled: Envoy must not expand %REQ(...)% from a client header (nor refuse `100%`).
+        {"header": {"key": "x-pct", "value": "100%% %%REQ(x-client)%%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "x-empty"},  # proto3 JSON leaves out the empty value
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": True},
+    ]
+    assert "request_headers_to_remove" not in r
+    validate_config(doc, tmp_path)
+
+
+def test_remove_request_headers(tmp_path: Path) -> None:
+    doc = one_route_doc(remove_request_headers=["X-Debug", "x-pomerium-claim-email"])
+    r = only_route(doc)
+    assert r["request_headers_to_remove"] == ["x-debug", "x-pomerium-claim-email"]
+    assert "request_headers_to_add" not in r
+    validate_config(doc, tmp_path)
+
+
+def test_no_header_mutations_touch_the_identity_namespace_or_the_assertion(
+    certs: tuple[str, str],
+) -> None:
+    doc = bootstrap(kitchen_sink(certs))
+    for vh in vhosts(doc).values():
+        for r in vh["routes"]:
+            for added in r.get("request_headers_to_add", []):
+                assert not added["header"]["key"].replace("_", "-").startswith("x-pomerium")
+            assert "x-pomerium-jwt-assertion" not in r.get("request_headers_to_remove", [])
+
+
+def https_cluster(doc: dict[str, Any]) -> dict[str, Any]:
+    tls = clusters(doc)["upstream-r"]["transport_socket"]
+    assert tls["name"] == "envoy.transport_sockets.tls"
+    return tls["typed_config"]  # type: ignore[no-any-return]
+
+
+def test_tls_server_name_is_sni_and_the_verified_name(tmp_path: Path) -> None:
+    doc = one_route_doc(to="https://10.0.0.5:8443", tls_server_name="backend.internal")
+    tls = https_cluster(doc)
+    assert tls["sni"] == "backend.internal"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "backend.internal"}}
+    ]
+    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+    validate_config(doc, tmp_path)
+
+
+def test_tls_server_name_covers_every_upstream() -> None:
+    doc = one_route_doc(to=["https://a.internal", "https://b.internal"],
+                        tls_server_name="backend.internal")
+    validation = https_cluster(doc)["common_tls_context"]["validation_context"]
+    assert [m["matcher"]["exact"] for m in validation["match_typed_subject_alt_names"]] == [
+        "backend.internal"
+    ]
+
+
+def test_tls_custom_ca_file_replaces_the_system_bundle(
+    private_ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(private_ca.parent)
+    doc = one_route_doc(to="https://backend.internal", tls_custom_ca_file=private_ca.name)
+    validation = https_cluster(doc)["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(private_ca)}  # absolute for Envoy
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "backend.internal"}}
+    ]
+    assert "trust_chain_verification" not in validation
+    validate_config(doc, tmp_path)
+
+
+def test_tls_skip_verify_has_no_validation_context(tmp_path: Path) -> None:
+    doc = one_route_doc(to="https://backend.internal:8443", tls_skip_verify=True)
+    tls = https_cluster(doc)
+    assert tls["common_tls_context"] == {}
+    assert tls["sni"] == "backend.internal"  # still sent: the upstream may need it
+    validate_config(doc, tmp_path)
+
+
+def test_tls_options_stay_per_route(certs: tuple[str, str]) -> None:
+    cfg = runtime([
+        route("https://a.test", "https://one.internal", id="skip", tls_skip_verify=True),
+        route("https://b.test", "https://two.internal", id="checked"),
+    ], tls=certs)
+    doc = bootstrap(cfg)
+    checked = clusters(doc)["upstream-checked"]["transport_socket"]["typed_config"]
+    assert "validation_context" in checked["common_tls_context"]
+    skipped = clusters(doc)["upstream-skip"]["transport_socket"]["typed_config"]
+    assert "validation_context" not in skipped["common_tls_context"]
+
+
+def test_every_route_option_together_validates(
+    certs: tuple[str, str], private_ca: Path, tmp_path: Path
+) -> None:
+    cfg = runtime(
+        [
+            route("https://app.test", "https://10.0.0.9:8443", id="all", regex="^/api/(.*)$",
+                  regex_rewrite_pattern="^/api/(.*)$", regex_rewrite_substitution="/v2/\\1",
+                  host_path_regex_rewrite_pattern="^/api/([a-z]+)/.*$",
+                  host_path_regex_rewrite_substitution="\\1.internal",
+                  set_request_headers={"X-From": "authgate"}, remove_request_headers=["X-Debug"],
+                  tls_server_name="api.internal", tls_custom_ca_file=str(private_ca),
+                  timeout="5s", idle_timeout="1m", pass_identity_headers=True,
+                  show_error_details=True),
+            route("https://app.test", "https://10.0.0.9:8443", id="rest", prefix="/old/",
+                  prefix_rewrite="/new/", tls_skip_verify=True),
+        ],
+        tls=certs,
+    )
+    validate_config(bootstrap(cfg), tmp_path)

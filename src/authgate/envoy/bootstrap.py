@@ -15,7 +15,13 @@ from typing import Any
 
 import betterproto2
 import yaml
-from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.bootstrap.v3 import (
+    Admin,
+    Bootstrap,
+    BootstrapStaticResources,
+    LayeredRuntime,
+    RuntimeLayer,
+)
 from envoy_data_plane.envoy.config.cluster.v3 import (
     CircuitBreakers,
     CircuitBreakersThresholds,
@@ -30,6 +36,9 @@ from envoy_data_plane.envoy.config.core.v3 import (
     DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     Http2ProtocolOptions,
     HttpProtocolOptions,
     HttpProtocolOptionsHeadersWithUnderscoresAction,
@@ -82,9 +91,15 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptionsExplicitHttpConfig,
 )
-from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    ListStringMatcher,
+    RegexMatchAndSubstitute,
+    RegexMatcher,
+    StringMatcher,
+)
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
+from envoy_data_plane.google.protobuf import Struct, Value
 
 from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RouteRuntime, RuntimeConfig
 from authgate.config.schema import Route as ConfigRoute
@@ -113,6 +128,10 @@ AUTHZ_HEADER_PREFIX = "x-pomerium"
 UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _EXT_AUTHZ_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _UNLIMITED = 100_000
+# Envoy refuses a route regex whose compiled RE2 program is larger than 100 instructions by
+# default, which a plain `^/(api|job|view)/[^/]+/.*$` can exceed. Route regexes come from the
+# operator's config and RE2 runs in linear time; allow what Istio allows.
+RE2_MAX_PROGRAM_SIZE = 32768
 
 
 # ---------------------------------------------------------------------------- addresses
@@ -218,7 +237,7 @@ def _http_connection_manager(route_config: RouteConfiguration, authz_timeout_s: 
         normalize_path=True,
         merge_slashes=True,
         path_with_escaped_slashes_action=(
-            HttpConnectionManagerPathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT
+            HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST
         ),
         use_remote_address=True,
         common_http_protocol_options=HttpProtocolOptions(
@@ -277,22 +296,50 @@ def _internal_routes(route_id: str) -> list[Route]:
     return [_not_found(RouteMatch(prefix=p), route_id, "internal") for p in INTERNAL_PREFIXES]
 
 
+def _regex(pattern: str) -> RegexMatcher:
+    """A safe_regex: Envoy's default engine, Google RE2 (`google_re2` is deprecated)."""
+    return RegexMatcher(regex=pattern)
+
+
+def _regex_substitute(pattern: str, substitution: str) -> RegexMatchAndSubstitute:
+    return RegexMatchAndSubstitute(pattern=_regex(pattern), substitution=substitution)
+
+
 def _route_match(route: ConfigRoute) -> RouteMatch:
-    if route.path is not None:
-        return RouteMatch(path=route.path)
-    return RouteMatch(prefix=route.prefix or "/")
+    kind, value = route.match_key
+    if kind == "path":
+        return RouteMatch(path=value)
+    if kind == "regex":
+        return RouteMatch(safe_regex=_regex(value))
+    return RouteMatch(prefix=value)
 
 
 def _apply_host_handling(action: RouteAction, route: ConfigRoute) -> None:
-    """Pomerium's precedence: preserve > literal rewrite > rewrite from header > auto."""
+    """Pomerium's precedence: preserve > literal rewrite > rewrite from header > rewrite from
+    the path > auto (the `to` host)."""
     if route.preserve_host_header or route.host_rewrite_header is True:
         return
     if route.host_rewrite:
         action.host_rewrite_literal = route.host_rewrite
     elif isinstance(route.host_rewrite_header, str) and route.host_rewrite_header:
         action.host_rewrite_header = route.host_rewrite_header
+    elif route.host_path_regex_rewrite_pattern is not None:
+        assert route.host_path_regex_rewrite_substitution is not None  # schema: both or neither
+        action.host_rewrite_path_regex = _regex_substitute(
+            route.host_path_regex_rewrite_pattern, route.host_path_regex_rewrite_substitution
+        )
     elif route.upstreams[0].scheme != "unix":
         action.auto_host_rewrite = True
+
+
+def _apply_path_rewrite(action: RouteAction, route: ConfigRoute) -> None:
+    if route.prefix_rewrite is not None:
+        action.prefix_rewrite = route.prefix_rewrite
+    elif route.regex_rewrite_pattern is not None:
+        assert route.regex_rewrite_substitution is not None  # schema: both or neither
+        action.regex_rewrite = _regex_substitute(
+            route.regex_rewrite_pattern, route.regex_rewrite_substitution
+        )
 
 
 def _route_action(rt: RouteRuntime) -> RouteAction:
@@ -304,16 +351,39 @@ def _route_action(rt: RouteRuntime) -> RouteAction:
     )
     if route.allow_websockets:
         action.upgrade_configs = [RouteActionUpgradeConfig(upgrade_type="websocket", enabled=True)]
+    _apply_path_rewrite(action, route)
     _apply_host_handling(action, route)
     return action
 
 
+def literal_header_value(value: str) -> str:
+    """Envoy reads `%...%` in header values as substitution commands (`%REQ(x)%` would copy a
+    client header); `%%` is a literal `%`, so a configured value is always sent as written."""
+    return value.replace("%", "%%")
+
+
+def _headers_to_set(route: ConfigRoute) -> list[HeaderValueOption]:
+    """`set_request_headers`, replacing any client value. The router applies these after
+    ext_authz; the schema refuses the x-pomerium- namespace, so none can replace identity."""
+    return [
+        HeaderValueOption(
+            header=HeaderValue(key=name.lower(), value=literal_header_value(value)),
+            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            keep_empty_value=value == "",
+        )
+        for name, value in route.set_request_headers.items()
+    ]
+
+
 def _proxy_route(rt: RouteRuntime) -> Route:
+    route = rt.route
     return Route(
         name=rt.id,
-        match=_route_match(rt.route),
+        match=_route_match(route),
         route=_route_action(rt),
         typed_per_filter_config=_authz_context(rt.id, "route"),
+        request_headers_to_add=_headers_to_set(route),
+        request_headers_to_remove=[name.lower() for name in route.remove_request_headers],
     )
 
 
@@ -401,17 +471,22 @@ def _san_matcher(host: str) -> SubjectAltNameMatcher:
     return SubjectAltNameMatcher(san_type=san_type, matcher=StringMatcher(exact=host))
 
 
-def _upstream_tls(hosts: Sequence[str], ca_file: str) -> TransportSocket:
-    """Verified TLS: the CA bundle plus a SAN match on the upstream host(s), never unverified."""
+def _upstream_tls(route: ConfigRoute, ca_file: str) -> TransportSocket:
+    """Verified TLS by default: the CA bundle (the route's `tls_custom_ca_file` replaces the
+    system one) plus a SAN match on the upstream host(s), or on `tls_server_name` when set,
+    which is also the SNI. Only `tls_skip_verify` drops the validation context."""
+    hosts = [route.tls_server_name] if route.tls_server_name else [u.host for u in route.upstreams]
     distinct = list(dict.fromkeys(hosts))
-    context = UpstreamTlsContext(
-        common_tls_context=CommonTlsContext(
-            validation_context=CertificateValidationContext(
-                trusted_ca=DataSource(filename=ca_file),
-                match_typed_subject_alt_names=[_san_matcher(h) for h in distinct],
-            )
-        ),
-    )
+    common = CommonTlsContext()
+    if not route.tls_skip_verify:
+        trusted = ca_file
+        if route.tls_custom_ca_file:
+            trusted = str(Path(route.tls_custom_ca_file).resolve())
+        common.validation_context = CertificateValidationContext(
+            trusted_ca=DataSource(filename=trusted),
+            match_typed_subject_alt_names=[_san_matcher(h) for h in distinct],
+        )
+    context = UpstreamTlsContext(common_tls_context=common)
     if not _is_ip_literal(distinct[0]):
         context.sni = distinct[0]
     return TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
@@ -432,7 +507,7 @@ def build_upstream_cluster(rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE) -> C
     if cluster.type == ClusterDiscoveryType.STRICT_DNS:
         cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
     if upstreams[0].scheme == "https":
-        cluster.transport_socket = _upstream_tls([u.host for u in upstreams], ca_file)
+        cluster.transport_socket = _upstream_tls(rt.route, ca_file)
     return cluster
 
 
@@ -441,6 +516,12 @@ def build_upstream_cluster(rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE) -> C
 
 def build_admin(admin_address: str) -> Admin:
     return Admin(address=parse_address(admin_address))
+
+
+def build_runtime_layers() -> LayeredRuntime:
+    limit = Value(number_value=RE2_MAX_PROGRAM_SIZE)
+    static = Struct(fields={"re2.max_program_size.error_level": limit})
+    return LayeredRuntime(layers=[RuntimeLayer(name="authgate", static_layer=static)])
 
 
 def _spell_out_fail_closed(node: Any) -> None:
@@ -467,6 +548,7 @@ def build_bootstrap(
     bootstrap = Bootstrap(
         node=Node(id="authgate", cluster="authgate"),
         admin=build_admin(admin_address),
+        layered_runtime=build_runtime_layers(),
         static_resources=BootstrapStaticResources(
             listeners=[build_listener(cfg, authz_timeout_s)],
             clusters=[
@@ -477,6 +559,11 @@ def build_bootstrap(
     )
     doc: dict[str, Any] = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     _spell_out_fail_closed(doc)
+    for layer in doc["layered_runtime"]["layers"]:  # Struct numbers are doubles; write 32768
+        layer["static_layer"] = {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v
+            for k, v in layer["static_layer"].items()
+        }
     return doc
 
 
