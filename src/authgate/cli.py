@@ -1,4 +1,4 @@
-"""Command line: `authgate run | authz | envoy-config | keygen`."""
+"""Command line: `authgate run | authz | envoy-config | keygen | check | explain`."""
 
 import argparse
 import json
@@ -55,6 +55,31 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from authgate.check import check_config, exit_code, render
+
+    findings = check_config(_load(args.config, warn=False))
+    sys.stdout.write(render(findings, args.format))
+    return exit_code(findings)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from authgate.explain import explain_request, load_claims, parse_at, parse_headers
+
+    cfg = _load(args.config, warn=False)
+    result = explain_request(
+        cfg,
+        args.url,
+        method=args.method,
+        identity=load_claims(args.claims) if args.claims else None,
+        at=parse_at(args.at) if args.at else None,
+        source_ip=args.source_ip,
+        headers=parse_headers(args.header or []),
+    )
+    sys.stdout.write(result.json() if args.format == "json" else result.text())
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authgate",
@@ -106,6 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a new cookie_secret (base64 of 32 random bytes) instead",
     )
     keygen.set_defaults(func=cmd_keygen)
+
+    check = sub.add_parser(
+        "check",
+        help="lint the config for access-control mistakes "
+        "(exit 0 clean, 1 warnings, 2 errors)",
+    )
+    check.add_argument("-c", "--config", required=True)
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(func=cmd_check)
+
+    explain = sub.add_parser(
+        "explain",
+        help="show the route a request reaches and why its policy allows or denies it "
+        "(exit 0 allowed, 1 denied)",
+    )
+    explain.add_argument("-c", "--config", required=True)
+    explain.add_argument("--url", required=True, help="the full URL, e.g. https://jenkins.test/job/x")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument(
+        "--claims", default=None, help="a JSON file of ID-token claims; without it: signed out"
+    )
+    explain.add_argument(
+        "--at", default=None, help="the request time, ISO-8601 (default: now; naive = UTC)"
+    )
+    explain.add_argument("--source-ip", default="", help="the client address")
+    explain.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'", help="a request header; repeat"
+    )
+    explain.add_argument("--format", choices=("text", "json"), default="text")
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 
