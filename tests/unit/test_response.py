@@ -182,7 +182,7 @@ STATUS = "status.test:8080"
 PLAIN = "plain.test:8080"
 
 
-def make_state(tls: bool = False) -> AuthzState:
+def make_state(tls: bool = False, show_error_details: bool = False) -> AuthzState:
     scheme = "https" if tls else "http"
     raw: dict[str, Any] = {
         "address": "127.0.0.1:8080",
@@ -196,6 +196,7 @@ def make_state(tls: bool = False) -> AuthzState:
                 "from": f"{scheme}://{JENKINS}",
                 "to": "unix:///run/jenkins/jenkins.socket",
                 "pass_identity_headers": True,
+                "show_error_details": show_error_details,
                 "policy": [{"allow": {"and": [{"domain": {"is": "example.com"}}]}}],
             },
             {
@@ -544,9 +545,33 @@ def test_allow_response_memo_is_bounded_and_reused() -> None:
     memo = _AllowResponses(limit=50)
     first = Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),), remove_headers=("x-a",))
     built = memo.get(first)
-    assert memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),),
-                          remove_headers=("x-a",))) is built
+    assert (
+        memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),), remove_headers=("x-a",)))
+        is built
+    )
     for i in range(1000):
         memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", f"t{i}"),)))
     assert len(memo) == 50
     assert built.ok_response.headers[0].header.value == "t0"
+
+
+async def test_403_reason_only_when_the_route_shows_error_details(state: AuthzState) -> None:
+    _, cookie = session_cookie(state, email="mallory@evil.org")
+    headers = with_cookie(state, cookie, accept="application/json")
+    hidden = await ask(state, check_request("route-0", JENKINS, "/", headers))
+    assert isinstance(hidden, Respond)
+    assert "reason" not in json.loads(hidden.body)
+
+    detailed = make_state(show_error_details=True)
+    _, cookie = session_cookie(detailed, email="mallory@evil.org")
+    shown = await ask(
+        detailed,
+        check_request("route-0", JENKINS, "/", with_cookie(detailed, cookie, "application/json")),
+    )
+    assert isinstance(shown, Respond) and shown.status == 403
+    reason = json.loads(shown.body)["reason"]
+    assert "no allow matched" in reason and "example.com" in reason and "evil.org" in reason
+    page = await ask(
+        detailed, check_request("route-0", JENKINS, "/", with_cookie(detailed, cookie))
+    )
+    assert isinstance(page, Respond) and "evil.org" in page.body

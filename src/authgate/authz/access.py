@@ -106,10 +106,13 @@ def check_route(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> 
         return forward(state, route, ctx, session)
     if session is None:
         return not_signed_in(state, route, ctx)
+    # The explanation is computed only here, off the allow path, and only when opted in.
+    reason = route.policy.explain(inp).reason if route.route.show_error_details else ""
     return pages.error(
         ctx,
         403,
         "Access denied",
         f"{session.identity.email or session.identity.user} may not access {route.origin}.",
         "forbidden",
+        reason,
     )

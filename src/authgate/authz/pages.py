@@ -47,11 +47,20 @@ def json_answer(status: int, payload: dict[str, object], cookies: tuple[str, ...
     )
 
 
-def error(ctx: RequestContext, status: int, title: str, detail: str, code: str) -> Respond:
-    """An error as the client wants it: a page for browsers, JSON for API clients."""
+def error(
+    ctx: RequestContext, status: int, title: str, detail: str, code: str, reason: str = ""
+) -> Respond:
+    """An error as the client wants it: a page for browsers, JSON for API clients.
+
+    `reason` (the policy's explanation) is shown only where the route opted in.
+    """
     if ctx.wants_html:
-        return html_page(status, title, f"<p>{html.escape(detail)}</p>")
-    return json_answer(status, {"error": code, "message": detail})
+        extra = f"<p>Why: <code>{html.escape(reason)}</code></p>" if reason else ""
+        return html_page(status, title, f"<p>{html.escape(detail)}</p>{extra}")
+    payload: dict[str, object] = {"error": code, "message": detail}
+    if reason:
+        payload["reason"] = reason
+    return json_answer(status, payload)
 
 
 def redirect(location: str, cookies: tuple[str, ...] = ()) -> Respond:
