@@ -139,8 +139,8 @@ def _condition(policy: CompiledPolicy, visitor: Visitor, result: Reach) -> str:
     return "when " + " and ".join(atoms) if atoms else "for some requests"
 
 
-def _negates(block: Node) -> bool:
-    return any(n.kind in ("not", "nor") for n in _operators(block))
+def _negates_identity(block: Node) -> bool:
+    return any(n.kind in ("not", "nor") and mentions_identity(n) for n in _operators(block))
 
 
 def _operators(node: Node) -> Iterable[Node]:
@@ -168,7 +168,10 @@ def _signed_out_findings(
         block = opening_block(policy, anon.some)
         assert block is not None
         condition = _condition(policy, Visitor(None), anon)
-        if block.label == "allow_public_unauthenticated_access":
+        explicit = block.label == "allow_public_unauthenticated_access" or any(
+            n.name == "accept" for n in criteria(block)
+        )
+        if explicit and anon.always:
             return [
                 Finding(
                     "error" if jenkins else "warning",
@@ -179,26 +182,33 @@ def _signed_out_findings(
                     "has nothing to protect",
                 )
             ], True
-        if mentions_identity(block):
-            hint = (
-                " (`not`/`nor` over identity criteria is true without a session, as in "
-                "Pomerium)" if _negates(block) else ""
-            )
+        if explicit:
+            return [
+                Finding(
+                    "error" if jenkins else "warning",
+                    block.where,
+                    f"signed-out visitors get in {condition}",
+                    "add an identity criterion (domain, email, groups, claim/...) or "
+                    "`authenticated_user: true`, unless that part of the app is public",
+                )
+            ], True
+        if _negates_identity(block):
             return [
                 Finding(
                     "error",
                     block.where,
-                    f"signed-out visitors get in {condition}{hint}",
+                    f"signed-out visitors get in {condition} (`not`/`nor` over identity "
+                    "criteria is true without a session, as in Pomerium)",
                     "add `- authenticated_user: true` to the same `and`, or move the negated "
                     "criteria into a `deny` rule",
                 )
             ], True
         return [
             Finding(
-                "error" if jenkins else "warning",
+                "error",
                 block.where,
-                f"signed-out visitors get in {condition}: no identity criterion guards this "
-                f"rule{', so anyone can do anything' if anon.always else ''}",
+                f"signed-out visitors get in {condition}: no identity criterion guards "
+                f"that{', so anyone can do anything' if anon.always else ''}",
                 "add an identity criterion (domain, email, groups, claim/...) or "
                 "`authenticated_user: true`",
             )

@@ -717,3 +717,62 @@ def test_source_ip_matches_ipaddress(network: str, client: Any) -> None:
     expected = client in ipaddress.ip_network(network, strict=False)
     assert holds({"source_ip": network}, req(ip=str(client))) is expected
     assert holds({"source_ip": network}, req(ip=f"::ffff:{client}")) is expected
+
+
+# ---- addresses that only look like ours ----------------------------------------------------
+
+LOOKALIKE_DOMAINS = {
+    "trailing space": "mallory@kestrel.example ",
+    "leading space": " mallory@kestrel.example",
+    "trailing tab": "mallory@kestrel.example\t",
+    "trailing newline": "mallory@kestrel.example\n",
+    "trailing nbsp": "mallory@kestrel.example\u00a0",
+    "trailing ideographic space": "mallory@kestrel.example\u3000",
+    "zero-width space": "mallory@kestrel.example\u200b",
+    "kelvin sign": "mallory@\u212aestrel.example",  # str.lower() makes this ASCII 'k'
+    "cyrillic e": "mallory@k\u0435strel.example",
+    "fullwidth": "mallory@\uff4b\uff45\uff53\uff54\uff52\uff45\uff4c.example",
+    "ideographic full stop": "mallory@kestrel\u3002example",
+    "combining mark": "mallory@ke\u0301strel.example",
+    "trailing dot": "mallory@kestrel.example.",
+    "nul": "mallory@kestrel.example\x00.evil.test",
+    "two at signs": "mallory@evil.test@kestrel.example",
+}
+
+
+@pytest.mark.parametrize("email", LOOKALIKE_DOMAINS.values(), ids=LOOKALIKE_DOMAINS.keys())
+def test_lookalike_domains_never_match(email: str) -> None:
+    for spec in ("kestrel.example", {"ends_with": "kestrel.example"}, {"in": ["kestrel.example"]}):
+        assert not holds({"domain": spec}, req(identity=ident(email=email)))
+    assert not holds({"email": {"ends_with": "@kestrel.example"}}, req(identity=ident(email=email)))
+    ok = ident(email="Mallory@KESTREL.example")
+    assert holds({"domain": "kestrel.example"}, req(identity=ok))
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["\u212aim@kestrel.example", "kim@kestrel.example ", "\tkim@kestrel.example",
+     "k\u0456m@kestrel.example", "\uff4bim@kestrel.example", "k\u200dim@kestrel.example"],
+)
+def test_lookalike_emails_never_match(email: str) -> None:
+    assert not holds({"email": "kim@kestrel.example"}, req(identity=ident(email=email)))
+    assert holds({"email": "kim@kestrel.example"}, req(identity=ident(email="KIM@kestrel.example")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(local=st.text(min_size=0, max_size=6), domain=st.text(min_size=0, max_size=12),
+       spec=st.sampled_from(["kestrel.example", "KESTREL.example", "k.example"]))
+def test_domain_matches_only_ascii_case_folding(local: str, domain: str, spec: str) -> None:
+    """Reference: exactly one @, non-empty parts, nothing but visible characters, and equal
+    once A-Z (only) are lower-cased — which is what bytes.lower() does to UTF-8."""
+
+    def visible(text: str) -> bool:
+        return all(c.isprintable() and c != " " for c in text)
+
+    email = f"{local}@{domain}"
+    same = domain.encode().lower() == spec.encode().lower()
+    expected = email.count("@") == 1 and bool(local) and visible(email) and same
+    assert holds({"domain": {"is": spec}}, req(identity=ident(email=email))) is expected
+    other = f"X@{domain}"
+    expected = other.count("@") == 1 and visible(other) and same
+    assert holds({"email": {"is": f"x@{spec}"}}, req(identity=ident(email=other))) is expected

@@ -14,6 +14,14 @@ from collections.abc import Callable, Sequence
 from authgate.errors import ConfigError
 
 StrTest = Callable[[str], bool]
+
+_ASCII_LOWER = {ord(c): ord(c) + 32 for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case A-Z only. `str.lower()` would turn the Kelvin sign (U+212A) into an ASCII `k`,
+    letting `mallory@\u212aestrel.example` pass for `kestrel.example`."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 ListTest = Callable[[Sequence[object]], bool]
 
 STRING_OPERATORS = ("is", "not", "contains", "starts_with", "ends_with", "in", "not_in")
@@ -24,7 +32,7 @@ def _scalar_text(value: object, where: str, fold: bool) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(where, f"expected a string, got {value!r}", "quote the value")
     text = str(value).strip()
-    return text.lower() if fold else text
+    return ascii_lower(text) if fold else text
 
 
 def _one_string_test(op: str, raw: object, where: str, fold: bool) -> tuple[StrTest, str]:
@@ -48,7 +56,8 @@ def _one_string_test(op: str, raw: object, where: str, fold: bool) -> tuple[StrT
 
 
 def string_matcher(spec: object, where: str, fold: bool = False) -> tuple[StrTest, str]:
-    """Compile a string matcher; fold=True compares case-blind (the value must be folded too)."""
+    """Compile a string matcher; fold=True lower-cases A-Z in the spec (the caller folds the
+    value with `ascii_lower` too)."""
     if not isinstance(spec, dict):
         spec = {"is": spec}
     if not spec:

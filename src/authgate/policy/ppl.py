@@ -22,7 +22,13 @@ from typing import Any
 from authgate.errors import ConfigError
 from authgate.policy import timecrit
 from authgate.policy.explanation import Explanation, explain_policy
-from authgate.policy.matchers import claim_matcher, list_matcher, show, string_matcher
+from authgate.policy.matchers import (
+    ascii_lower,
+    claim_matcher,
+    list_matcher,
+    show,
+    string_matcher,
+)
 from authgate.policy.model import Identity, PolicyInput
 
 Predicate = Callable[[PolicyInput], bool]
@@ -151,14 +157,26 @@ def _signed_in(getter: Callable[[Identity], str]) -> Describe:
     return got
 
 
+# The address is compared as the IdP sent it, with only A-Z folded to lower case. An address
+# that is not one `@` between two non-empty parts, or that holds spaces, control or invisible
+# characters (" a@example.com", "a@example.com\u200b") is not an address: it matches nothing,
+# not even a negative matcher.
+
+
+def well_formed_email(email: str) -> bool:
+    return email.count("@") == 1 and email.isprintable() and " " not in email
+
+
 def _email_value(identity: Identity) -> str | None:
-    email = identity.email.strip()
-    return email.lower() if email.count("@") == 1 else None
+    email = identity.email
+    return ascii_lower(email) if well_formed_email(email) else None
 
 
 def _domain_value(identity: Identity) -> str | None:
-    domain = email_domain(identity.email.strip())
-    return domain.lower() if domain is not None else None
+    if not well_formed_email(identity.email):
+        return None
+    domain = email_domain(identity.email)
+    return ascii_lower(domain) if domain is not None else None
 
 
 def _identity_string(
@@ -180,13 +198,13 @@ def _identity_string(
 
 
 def _shown_domain(identity: Identity) -> str:
-    domain = email_domain(identity.email.strip())
-    return domain if domain is not None else f"no single-@ address in {identity.email!r}"
+    domain = email_domain(identity.email) if well_formed_email(identity.email) else None
+    return domain if domain is not None else f"no domain: {identity.email!r} is not an address"
 
 
 def _shown_email(identity: Identity) -> str:
-    email = identity.email.strip()
-    return email if email.count("@") == 1 else f"{email} (not a single-@ address)"
+    email = identity.email
+    return email if well_formed_email(email) else f"{email!r} (not an address)"
 
 
 def _groups(spec: object, where: str) -> Criterion:
@@ -326,8 +344,8 @@ def _timed(
 
 
 CRITERIA: dict[str, CriterionFactory] = {
-    "accept": _flag(_always, "accept", lambda _inp: "any request"),
-    "reject": _flag(_never, "reject", lambda _inp: "any request"),
+    "accept": _flag(_always, "accept", lambda _inp: ""),
+    "reject": _flag(_never, "reject", lambda _inp: ""),
     "authenticated_user": _flag(
         lambda inp: inp.identity is not None,
         "authenticated_user",
