@@ -776,3 +776,73 @@ def test_domain_matches_only_ascii_case_folding(local: str, domain: str, spec: s
     other = f"X@{domain}"
     expected = other.count("@") == 1 and visible(other) and same
     assert holds({"email": {"is": f"x@{spec}"}}, req(identity=ident(email=other))) is expected
+
+
+# ---- operator laws over every kind of criterion --------------------------------------------
+
+MIXED = [
+    {"accept": True},
+    {"reject": True},
+    {"authenticated_user": True},
+    {"domain": "example.com"},
+    {"email": {"not_in": ["eve@evil.org"]}},
+    {"groups": {"exclude": "banned"}},
+    {"claim/dept": {"is": "eng"}},
+    {"http_method": {"in": ["GET", "HEAD"]}},
+    {"http_path": {"starts_with": "/admin"}},
+    {"source_ip": "10.0.0.0/8"},
+    {"cors_preflight": True},
+    {"pomerium_routes": True},
+    {"time_of_day": {"timezone": "Europe/Berlin", "after": "9:00", "before": "17:00"}},
+    {"day_of_week": "mon-fri"},
+    {"date": {"before": "2026-11-20"}},
+]
+
+inputs = st.builds(
+    req,
+    identity=st.sampled_from(
+        [None, ALICE, ident(email="eve@evil.org", groups=["banned"], claims={"dept": "eng"})]
+    ),
+    method=st.sampled_from(["GET", "POST", "OPTIONS"]),
+    path=st.sampled_from(["/", "/admin/x", "/.pomerium/"]),
+    ip=st.sampled_from(["10.1.2.3", "203.0.113.7", ""]),
+    now=st.datetimes(
+        min_value=datetime(2026, 11, 1), max_value=datetime(2026, 12, 1), timezones=st.just(UTC)
+    ),
+    headers=st.sampled_from([{}, PREFLIGHT]),
+)
+mixed = st.sampled_from(MIXED)
+
+
+def _value(expr: dict[str, Any], inp: PolicyInput) -> bool:
+    """Pomerium's operator semantics evaluated directly over the tree."""
+    ((name, items),) = expr.items()
+    if name in ("and", "or", "not", "nor"):
+        results = [_value(item, inp) for item in items]
+        return {
+            "and": all(results), "or": any(results),
+            "not": not any(results), "nor": not all(results),
+        }[name]
+    return holds(expr, inp)
+
+
+mixed_expressions = st.recursive(
+    mixed,
+    lambda children: st.builds(
+        lambda op, items: {op: items},
+        st.sampled_from(["and", "or", "not", "nor"]),
+        st.lists(children, min_size=1, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(allow=mixed_expressions, deny=mixed_expressions, inp=inputs)
+def test_allow_and_deny_over_mixed_criteria_match_the_reference(
+    allow: dict[str, Any], deny: dict[str, Any], inp: PolicyInput
+) -> None:
+    policy = compile_policy([{"allow": {"and": [allow]}}, {"deny": {"or": [deny]}}])
+    expected = _value(allow, inp) and not _value(deny, inp)
+    assert policy.allowed(inp) is expected
+    assert policy.explain(inp).allowed is expected
