@@ -519,6 +519,15 @@ def check_config(cfg: RuntimeConfig) -> list[Finding]:
         findings += _method_case_findings(policy)
         if jenkins:
             findings += _jenkins_findings(cfg, route, key)
+        if getattr(route, "show_error_details", False):
+            findings.append(
+                Finding(
+                    "info", f"{key}.show_error_details",
+                    "denied users see which rule refused them, including the domains, groups "
+                    "and addresses the policy names",
+                    "turn it off once the policy works",
+                )
+            )
     findings += _order_findings(list(settings.routes))
     findings += _secret_findings(settings, any_jenkins)
     findings += _server_findings(settings)

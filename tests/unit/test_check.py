@@ -355,6 +355,12 @@ def test_missing_signing_key_mentions_the_jwks_cache_for_jenkins() -> None:
     assert "JWKS" in warning.message
 
 
+def test_show_error_details_is_an_info() -> None:
+    found = findings_of(base(routes=[app(GOOD, show_error_details=True)]))
+    assert [(f.severity, f.key) for f in found] == [("info", "routes[0].show_error_details")]
+    assert exit_code(found) == 0
+
+
 # ---- routes Envoy never reaches ------------------------------------------------------------
 
 
