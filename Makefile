@@ -41,3 +41,10 @@ protos: install
 
 clean:
 	rm -rf $(VENV) tests/idp/node_modules .demo
+
+# Load benchmark (bench/README.md): wrk, nginx and strace from Debian; ~10 minutes.
+.PHONY: bench
+bench: install
+	bash bench/install-deps.sh
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run.py $(BENCH_ARGS)
