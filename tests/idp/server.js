@@ -9,9 +9,20 @@
 //                [authorization_code, refresh_token], response_types [code].
 //                Default: one client "authgate" / "secret".
 //   IDP_USERS    JSON array of {sub, email, password, name, preferred_username,
-//                groups, email_verified}. Only email + password are required;
+//                groups, email_verified, login}. Only email + password are required;
 //                sub defaults to the email, email_verified to true, and a user
-//                without a "groups" key gets no groups claim at all.
+//                without a "groups" key gets no groups claim at all. `login` (default:
+//                the email) is what is typed in the form's email field, for users whose
+//                email is too odd to type (whitespace, look-alike characters).
+//   IDP_TEST_CONTROL  "1" enables the test-only control endpoint below; off by default, and
+//                without it the IdP behaves exactly as described above.
+//
+// Test control (only with IDP_TEST_CONTROL=1), for authgate's attack tests:
+//   POST /__test__/tamper {"mode": "<mode>"}  rewrites the id_token of every later token
+//        endpoint response until set back to "off"; GET /__test__/tamper tells the mode.
+//        Modes: see TAMPER_MODES (alg "none", another key, HS256 keyed with the client secret,
+//        wrong iss/aud/nonce, expired, not yet valid, no id_token at all, ...). Re-signed tokens
+//        use the IdP's real RS256 key, so only the named defect is wrong.
 //
 // On success it prints exactly one line "READY <issuer>" to stdout. Errors go to stderr.
 // Login UI: GET /interaction/<uid> renders a form posting to /interaction/<uid>/login;
@@ -53,7 +64,7 @@ const clients = json('IDP_CLIENTS', DEFAULT_CLIENTS).map((c) => ({
 }));
 const users = json('IDP_USERS', DEFAULT_USERS).map((u) => ({ sub: u.email, email_verified: true, ...u }));
 const userBySub = new Map(users.map((u) => [u.sub, u]));
-const userByEmail = new Map(users.map((u) => [String(u.email).toLowerCase(), u]));
+const userByEmail = new Map(users.map((u) => [String(u.login ?? u.email).toLowerCase(), u]));
 
 // Fresh signing keys on every start: RS256 (used for ID tokens) and ES256.
 function privateJwk(type, options, alg) {
@@ -67,6 +78,96 @@ const jwks = {
     privateJwk('ec', { namedCurve: 'P-256' }, 'ES256'),
   ],
 };
+
+// ---- test-only ID token tampering (IDP_TEST_CONTROL=1) ----
+
+const TEST_CONTROL = process.env.IDP_TEST_CONTROL === '1';
+const tamper = { mode: 'off' };
+const attackerKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+const realRsaKey = crypto.createPrivateKey({ key: jwks.keys[0], format: 'jwk' });
+const b64u = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+const nowS = () => Math.floor(Date.now() / 1000);
+
+function signJwt(header, payload, key) {
+  const input = `${b64u(header)}.${b64u(payload)}`;
+  let signature;
+  if (header.alg === 'none') signature = '';
+  else if (header.alg === 'HS256') signature = crypto.createHmac('sha256', key).update(input).digest('base64url');
+  else signature = crypto.sign('sha256', Buffer.from(input), key).toString('base64url');
+  return `${input}.${signature}`;
+}
+
+// Each mode takes the genuine token's header and claims (and the client's secret) and returns
+// the id_token to send instead, or undefined to drop the id_token from the response.
+const TAMPER_MODES = {
+  'alg-none': (h, p) => signJwt({ alg: 'none', typ: 'JWT' }, p),
+  'alg-none-kid': (h, p) => signJwt({ ...h, alg: 'none' }, p),
+  'other-key': (h, p) => signJwt(h, p, attackerKey),
+  'unknown-kid': (h, p) => signJwt({ ...h, kid: 'attacker-key-1' }, p, attackerKey),
+  'embedded-jwk': (h, p) => signJwt(
+    { alg: 'RS256', typ: 'JWT', jwk: crypto.createPublicKey(attackerKey).export({ format: 'jwk' }) }, p, attackerKey),
+  jku: (h, p) => signJwt({ alg: 'RS256', typ: 'JWT', kid: 'attacker-key-2', jku: 'http://127.0.0.1:9/jwks.json' }, p, attackerKey),
+  'hs256-client-secret': (h, p, secret) => signJwt({ alg: 'HS256', typ: 'JWT', kid: h.kid }, p, secret),
+  'bad-signature': (h, p) => {
+    const token = signJwt(h, p, realRsaKey);
+    const flip = token.at(-2) === 'A' ? 'B' : 'A';
+    return `${token.slice(0, -2)}${flip}${token.at(-1)}`;
+  },
+  'no-signature': (h, p) => `${signJwt(h, p, realRsaKey).split('.').slice(0, 2).join('.')}.`,
+  'wrong-iss': (h, p) => signJwt(h, { ...p, iss: 'https://evil.test' }, realRsaKey),
+  'wrong-aud': (h, p) => signJwt(h, { ...p, aud: 'another-client' }, realRsaKey),
+  'several-aud-no-azp': (h, p) => {
+    const { azp, ...rest } = p;
+    return signJwt(h, { ...rest, aud: [p.aud, 'another-client'] }, realRsaKey);
+  },
+  'wrong-nonce': (h, p) => signJwt(h, { ...p, nonce: 'nonce-of-another-login' }, realRsaKey),
+  'no-nonce': (h, p) => {
+    const { nonce, ...rest } = p;
+    return signJwt(h, rest, realRsaKey);
+  },
+  expired: (h, p) => signJwt(h, { ...p, iat: nowS() - 7200, exp: nowS() - 3600 }, realRsaKey),
+  'not-yet-valid': (h, p) => signJwt(h, { ...p, nbf: nowS() + 3600 }, realRsaKey),
+  'issued-in-future': (h, p) => signJwt(h, { ...p, iat: nowS() + 3600, exp: nowS() + 7200 }, realRsaKey),
+  'no-sub': (h, p) => {
+    const { sub, ...rest } = p;
+    return signJwt(h, rest, realRsaKey);
+  },
+  'not-a-jwt': () => 'this-is-not-a-jwt',
+  missing: () => undefined,
+};
+
+function tamperMiddleware() {
+  return async (ctx, next) => {
+    await next();
+    const rewrite = TAMPER_MODES[tamper.mode];
+    if (!rewrite || ctx.path !== '/token' || ctx.status !== 200) return;
+    const body = ctx.body;
+    if (!body || typeof body !== 'object' || typeof body.id_token !== 'string') return;
+    const [h, p] = body.id_token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url')));
+    const client = clients.find((c) => c.client_id === p.aud) ?? clients[0];
+    const replaced = rewrite(h, p, String(client.client_secret ?? ''));
+    const { id_token: _original, ...rest } = body;
+    ctx.body = replaced === undefined ? rest : { ...rest, id_token: replaced };
+    console.error(`[idp] test control: id_token tampered (${tamper.mode})`);
+  };
+}
+
+async function handleTestControl(req, res, pathname) {
+  const reply = (status, obj) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(obj));
+  };
+  if (pathname !== '/__test__/tamper') return reply(404, { error: 'no such control' });
+  if (req.method === 'GET') return reply(200, { mode: tamper.mode, modes: ['off', ...Object.keys(TAMPER_MODES)] });
+  if (req.method !== 'POST') return reply(405, { error: 'GET or POST' });
+  let raw = '';
+  for await (const chunk of req) raw += chunk;
+  let mode;
+  try { ({ mode } = JSON.parse(raw)); } catch { return reply(400, { error: 'body must be JSON {"mode": ...}' }); }
+  if (mode !== 'off' && !(mode in TAMPER_MODES)) return reply(400, { error: `unknown mode ${mode}` });
+  tamper.mode = mode;
+  return reply(200, { mode });
+}
 
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 const page = (title, body) => `<!DOCTYPE html>
@@ -216,6 +317,12 @@ async function handleInteraction(req, res, uid, action) {
 
 function route(providerCallback, req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
+  if (TEST_CONTROL && pathname.startsWith('/__test__/')) {
+    return handleTestControl(req, res, pathname).catch((err) => {
+      console.error(`[idp] test control error: ${err?.stack || err}`);
+      if (!res.headersSent) send(res, 500, page('Error', '<p>test control failed</p>'));
+    });
+  }
   const m = pathname.match(/^\/interaction\/([^/]+)(?:\/([^/]+))?\/?$/);
   if (!m) return providerCallback(req, res);
   return handleInteraction(req, res, m[1], m[2]).catch((err) => {
@@ -242,6 +349,7 @@ server.listen(Number(env('IDP_PORT', '0')), env('IDP_HOST', '127.0.0.1'), async 
     console.error(`[idp] invalid configuration: ${err?.error_description || ''} ${err?.stack || err}`);
     process.exit(2);
   }
+  if (TEST_CONTROL) provider.use(tamperMiddleware());
   provider.on('server_error', (ctx, err) => console.error(`[idp] server_error: ${err?.stack || err}`));
   for (const event of ['authorization.error', 'grant.error', 'end_session.error', 'userinfo.error',
     'backchannel.error', 'introspection.error', 'revocation.error']) {
