@@ -3,9 +3,10 @@
 Route selection mirrors the Envoy configuration authgate generates: the virtual host by `Host`
 (default port optional), then authgate's own `/.pomerium/` and `/.well-known/pomerium/` paths,
 then the host's routes in config order, first match wins (`path` exact, `prefix`, or `regex`
-matching the whole path), on the path as Envoy normalises it (`//` merged, `.` and `..`
-resolved; the query ignored). This is for the command line only: on the request path authgate
-never re-matches URLs, it reads the route id Envoy passes.
+matching the whole path), on the path as Envoy normalises it (`//` merged, `.` and `..` —
+also as `%2e` — resolved, the query ignored; an escaped slash or backslash is refused).
+This is for the command line only: on the request path authgate never re-matches URLs, it
+reads the route id Envoy passes.
 """
 
 import json
@@ -28,7 +29,7 @@ class ExplainResult:
     route: str | None  # "routes[0]" or None
     route_id: str | None
     match: str  # "https://jenkins.test:8443, prefix /" or why nothing matched
-    decision: str  # "allow" | "deny" | "internal" | "not found"
+    decision: str  # "allow" | "deny" | "internal" | "not found" | "refused"
     reason: str
     response: str  # what the client gets
 
@@ -47,16 +48,24 @@ class ExplainResult:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
+def escaped_slash(path: str) -> bool:
+    """Envoy refuses paths with %2F or %5C (path_with_escaped_slashes_action: REJECT_REQUEST)."""
+    lowered = path.partition("?")[0].lower()
+    return "%2f" in lowered or "%5c" in lowered
+
+
 def normalize_path(path: str) -> str:
     """What Envoy routes on (normalize_path + merge_slashes): no query, `//` merged, dot
-    segments resolved (RFC 3986 5.2.4). %-escapes are left as they are."""
+    segments — also written `%2e` — resolved (RFC 3986 5.2.4). Other %-escapes stay."""
     path = path.partition("?")[0].partition("#")[0] or "/"
     if not path.startswith("/"):
         path = "/" + path
     segments: list[str] = []
     parts = path.split("/")[1:]
-    for index, segment in enumerate(parts):
+    for index, raw in enumerate(parts):
         last = index == len(parts) - 1
+        dots = raw.lower().replace("%2e", ".")
+        segment = dots if dots in (".", "..") else raw
         if segment == "..":
             if segments:
                 segments.pop()
@@ -85,7 +94,7 @@ def describe_match(rt: RouteRuntime) -> str:
 
 
 def select_route(cfg: RuntimeConfig, url: str) -> tuple[RouteRuntime | None, str, str]:
-    """(route, kind, note): kind is "route", "internal", "authenticate" or "none"."""
+    """(route, kind, note): kind is "route", "internal", "authenticate", "refused" or "none"."""
     parts = urlsplit(url)
     scheme = "https" if cfg.settings.tls else "http"
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -93,6 +102,8 @@ def select_route(cfg: RuntimeConfig, url: str) -> tuple[RouteRuntime | None, str
     if parts.scheme != scheme:
         return None, "none", f"authgate listens for {scheme}://, not {parts.scheme}://"
     netloc = netloc_of(url)
+    if escaped_slash(parts.path):
+        return None, "refused", "Envoy refuses a path with an escaped slash or backslash"
     path = normalize_path(parts.path)
     if netloc == cfg.authenticate_netloc:
         return None, "authenticate", f"{cfg.authenticate_origin}, the authenticate service"
@@ -158,6 +169,8 @@ def explain_request(
     rt, kind, note = select_route(cfg, url)
     if kind == "none":
         return ExplainResult(None, None, note, "not found", note, "404 from Envoy")
+    if kind == "refused":
+        return ExplainResult(None, None, note, "refused", note, "400 from Envoy")
     if kind == "authenticate":
         return ExplainResult(
             None, None, note, "internal",

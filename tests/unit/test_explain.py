@@ -108,6 +108,10 @@ def claims_file(tmp_path: Path, **claims: Any) -> str:
         ("/admin/../job/x?y=1", "/job/x"),
         ("//admin", "/admin"),
         ("/a%2F..", "/a%2F.."),  # escapes stay escaped (Envoy rejects %2F itself)
+        ("/public/%2e%2e/admin", "/admin"),
+        ("/public/.%2E/admin", "/admin"),
+        ("/a/%2e/b", "/a/b"),
+        ("/a/%2ex/b", "/a/%2ex/b"),
     ],
 )
 def test_normalize_path(path: str, expected: str) -> None:
@@ -133,6 +137,9 @@ ROUTE_CASES = [
     ("http://jenkins.test/", "none", None),  # wrong port: another virtual host
     ("http://other.test:8443/", "none", None),
     ("https://jenkins.test:8443/", "none", None),  # insecure_server: no TLS listener
+    ("http://jenkins.test:8443/health%2F..%2Fadmin", "refused", None),
+    ("http://jenkins.test:8443/health%5cx", "refused", None),
+    ("http://jenkins.test:8443/health/%2e%2e/admin/x", "route", 0),
 ]
 
 
