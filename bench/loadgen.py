@@ -11,6 +11,7 @@ from writing the request to reading the whole response.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import subprocess
@@ -179,6 +180,7 @@ def run_wrk(
     cmd.append(url)
     if script_args:
         cmd += ["--", *script_args]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     elapsed: float | None = None
@@ -193,9 +195,12 @@ def run_wrk(
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             data: dict[str, float] = json.loads(line.removeprefix("BENCH_JSON "))
+            data["wrk_cpu_s"] = wrk_cpu
             data["elapsed_s"] = elapsed if elapsed is not None else data["duration_us"] / 1e6
             data["rps"] = data["requests"] / data["elapsed_s"]
             data["errors"] = sum(

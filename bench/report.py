@@ -138,6 +138,15 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
     if errors:
         out += [f"**{errors:,} requests failed** (non-2xx, timeouts or socket errors): see the "
                 "JSON before trusting the table.", ""]
+    disturbed = [(k, v["other_cpu_cores_max"]) for k, v in results["medians"].items()
+                 if v.get("other_cpu_cores_max", 0) > 0.25]
+    if results.get("discarded_runs"):
+        out += [f"{len(results['discarded_runs'])} runs were disturbed by other processes on the "
+                "machine and measured again (the disturbed ones are in the JSON, "
+                "`discarded_runs`).", ""]
+    if disturbed:
+        out += ["Rows measured while other processes still used CPU (max cores, per row): "
+                + ", ".join(f"{k}: {c:.2f}" for k, c in disturbed) + ".", ""]
     if late:
         out += [f"{late:,} fixed-rate requests left more than 1 ms after their slot (the load "
                 "generator could not keep the schedule: the latency of those rows is optimistic).",

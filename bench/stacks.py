@@ -102,13 +102,23 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+def system_cpu() -> tuple[float, float, float]:
+    """(busy, total, process) jiffies of the whole machine from /proc/stat; `process` is
+    user+nice+system+irq+softirq: what the tasks' utime+stime add up to (a tick that lands in
+    an interrupt is charged to the interrupted task's stime too)."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]
     total = sum(values[:8])
-    return total - idle, total
+    return total - idle, total, values[0] + values[1] + values[2] + values[5] + values[6]
+
+
+def machine_process_cores(seconds: float = 1.0) -> float:
+    """How many cores' worth of process CPU the machine spends right now."""
+    _, _, before = system_cpu()
+    time.sleep(seconds)
+    _, _, after = system_cpu()
+    return (after - before) / CLK_TCK / seconds
 
 
 def children(pid: int) -> list[int]:
