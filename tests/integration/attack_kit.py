@@ -392,7 +392,14 @@ def start_hostile(workdir: Path) -> Iterator[HostileStack]:
         extra_env={"IDP_TEST_CONTROL": "1"},
     )
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
-    with idp, SampleUpstream(tcp_port=0, ca_file=pki.ca_file) as upstream:
+    upstream = SampleUpstream(
+        tcp_port=0,
+        ca_file=pki.ca_file,
+        jwks_url=f"https://pub.test:{port}/.well-known/pomerium/jwks.json",
+        issuers=["authenticate.test"],
+        audiences=[h for h in HOSTILE_HOSTS if h != "authenticate.test"],
+    )
+    with idp, upstream:
         assert upstream.port is not None
         config = hostile_config(port, pki, idp, upstream.port, secret)
         with AuthgateStack(workdir / "stack", config, workers=2, ca_file=pki.ca_file) as stack:
