@@ -141,12 +141,57 @@ async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
     )
 
 
+def _same_origin(ctx: RequestContext, origin: str) -> bool:
+    """A request a page of `origin` made: Fetch metadata and Origin agree, and one is present."""
+    site = ctx.headers.get("sec-fetch-site")
+    sent_origin = ctx.headers.get("origin")
+    if site is None and sent_origin is None:
+        return False
+    return (site is None or site == "same-origin") and (
+        sent_origin is None or sent_origin.lower() == origin
+    )
+
+
+def _confirm_sign_out(state: AuthzState, request: str) -> Respond:
+    action = f"/.pomerium/sign_out?req={request}"
+    return pages.html_page(
+        200,
+        "Sign out",
+        "<p>Sign out of every application behind this sign-in?</p>"
+        f'<form method="post" action="{html.escape(action)}">'
+        '<button type="submit">Sign out</button></form>',
+    )
+
+
 async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
-    data = state.signout_box.open(ctx.param("req") or "", bound_to=state.cfg.authenticate_netloc)
+    """End the sign-in here, then at the IdP.
+
+    The request is sealed by a route host's sign-out (a same-origin form POST there) and names
+    the session it signed out. Anyone can get such a request from their own browser, so it ends
+    this browser's sign-in only if it names this browser's session; otherwise (another browser's
+    link, or an old one) we ask first, and only the POST of our own page goes on.
+    """
+    request = ctx.param("req") or ""
+    data = state.signout_box.open(request, bound_to=state.cfg.authenticate_netloc)
     if data is None or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
         return pages.error(
             ctx, 400, "Sign-out link expired", "Sign out again from the application.", "bad_request"
         )
+    if ctx.method == "POST":
+        if not _same_origin(ctx, state.cfg.authenticate_origin):
+            return pages.error(
+                ctx,
+                403,
+                "Sign-out refused",
+                "The sign-out request did not come from this site.",
+                "csrf",
+            )
+    else:
+        session = _authn_session(state, ctx)
+        if session is not None and not hmac.compare_digest(
+            str(data.get("sid", "")), session.sid
+        ):
+            return _confirm_sign_out(state, request)
     rd = str(data.get("rd", ""))
     clear = clear_cookie(state.session_cookie, secure=state.secure)
     back = state.signout_box.seal(

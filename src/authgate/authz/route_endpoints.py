@@ -134,8 +134,10 @@ def sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Res
             "The sign-out request did not come from this site.",
             "csrf",
         )
+    # `sid` lets the authenticate host tell this browser's sign-out from another's link.
     request = state.signout_box.seal(
-        {"rd": rd, "exp": int(time.time()) + SIGNOUT_TTL_S}, bound_to=state.cfg.authenticate_netloc
+        {"rd": rd, "sid": sid, "exp": int(time.time()) + SIGNOUT_TTL_S},
+        bound_to=state.cfg.authenticate_netloc,
     )
     return pages.redirect(
         f"{state.cfg.authenticate_origin}/.pomerium/sign_out?req={request}",
