@@ -121,6 +121,7 @@ const TAMPER_MODES = {
     return signJwt(h, { ...rest, aud: [p.aud, 'another-client'] }, realRsaKey);
   },
   'wrong-nonce': (h, p) => signJwt(h, { ...p, nonce: 'nonce-of-another-login' }, realRsaKey),
+  'non-ascii-nonce': (h, p) => signJwt(h, { ...p, nonce: `${p.nonce}\u00e9` }, realRsaKey),
   'no-nonce': (h, p) => {
     const { nonce, ...rest } = p;
     return signJwt(h, rest, realRsaKey);

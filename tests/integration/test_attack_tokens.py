@@ -263,7 +263,8 @@ def _callback(
     stack: HostileStack, url: str, nonce: str | None, host: str = "any.test"
 ) -> httpx.Response:
     with stack.client(follow=False) as browser:
-        cookie = {"cookie": f"{LOGIN_COOKIE}={nonce}"} if nonce is not None else {}
+        # bytes: a cookie value may hold any octet, and UTF-8 is what a browser would send
+        cookie = {"cookie": f"{LOGIN_COOKIE}={nonce}".encode()} if nonce is not None else {}
         return browser.get(
             url.replace("any.test", host, 1) if host != "any.test" else url, headers=cookie
         )
@@ -282,6 +283,7 @@ def test_hand_off_moved_or_mangled_is_refused(
     cases = {
         "without the nonce cookie": _callback(stack, url, None),
         "with another nonce": _callback(stack, url, "0" * 32),
+        "with a non-ASCII nonce": _callback(stack, url, "\u00e9" * 32),
         "on another route host": _callback(stack, url.replace("any.test", "app.test"), nonce),
         "token twice": _callback(stack, f"{url}&handoff={token}", nonce),
         "tampered": _callback(stack, url[:-1] + ("A" if url[-1] != "A" else "B"), nonce),
@@ -456,6 +458,7 @@ def test_oauth_callback_without_the_right_state_is_refused(hostile_stack: Hostil
             "no state": (victim, {"code": attacker_code}),
             "empty state": (victim, {"code": attacker_code, "state": ""}),
             "wrong state": (victim, {"code": attacker_code, "state": "x" * 32}),
+            "non-ASCII state": (victim, {"code": attacker_code, "state": "\u00e9" * 32}),
             "attacker's state in the victim's browser": (
                 victim,
                 {"code": attacker_code, "state": attacker_state},
@@ -544,6 +547,7 @@ ID_TOKEN_DEFECTS = [
     "wrong-aud",
     "several-aud-no-azp",
     "wrong-nonce",
+    "non-ascii-nonce",
     "no-nonce",
     "expired",
     "not-yet-valid",

@@ -5,7 +5,6 @@ in at the IdP (or reuse this host's session), then hand the session to the route
 /.pomerium/callback in a sealed, short-lived, single-use token bound to the browser's nonce.
 """
 
-import hmac
 import html
 import secrets
 import time
@@ -17,7 +16,7 @@ from authgate.authz.redirects import safe_redirect
 from authgate.authz.route_endpoints import JWKS_PATH, jwks, well_known
 from authgate.authz.state import HANDOFF_TTL_S, LOGIN_TTL_S, SIGNOUT_TTL_S, AuthzState
 from authgate.oidc import IdpError, TokenRejected
-from authgate.session import Session
+from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
 LOGIN_STATE_COOKIE_SUFFIX = "_authn_login"
@@ -107,7 +106,7 @@ async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
         or not isinstance(login.get("exp"), int)
         or login["exp"] < time.time()
         or not got_state
-        or not hmac.compare_digest(str(login.get("state", "")), got_state)
+        or not same_text(str(login.get("state", "")), got_state)
         or not isinstance(login.get("req"), dict)
     ):
         return _login_error(
@@ -188,9 +187,7 @@ async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
             )
     else:
         session = _authn_session(state, ctx)
-        if session is not None and not hmac.compare_digest(
-            str(data.get("sid", "")), session.sid
-        ):
+        if session is not None and not same_text(str(data.get("sid", "")), session.sid):
             return _confirm_sign_out(state, request)
     rd = str(data.get("rd", ""))
     clear = clear_cookie(state.session_cookie, secure=state.secure)

@@ -1,6 +1,5 @@
 """Endpoints authgate serves on every route host: /.pomerium/* and /.well-known/pomerium/*."""
 
-import hmac
 import html
 import json
 import time
@@ -13,7 +12,7 @@ from authgate.authz.decision import Respond
 from authgate.authz.redirects import safe_redirect
 from authgate.authz.state import SIGNOUT_TTL_S, AuthzState
 from authgate.config import RouteRuntime
-from authgate.session import Session
+from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
 JWKS_PATH = "/.well-known/pomerium/jwks.json"
@@ -67,7 +66,7 @@ def callback(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Res
         or not isinstance(data.get("exp"), int)
         or data["exp"] < now
         or not nonce
-        or not hmac.compare_digest(str(data.get("n", "")), nonce)
+        or not same_text(str(data.get("n", "")), nonce)
         or not isinstance(data.get("s"), dict)
         or not state.seen_handoffs.first_use(str(data.get("jti")), data["exp"])
     ):

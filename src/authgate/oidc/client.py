@@ -16,6 +16,8 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
+from authgate.session.sealed import same_text
+
 # authlib 1.9 nags about a future "httpx2" package at import; httpx is what it supports today.
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: E402
@@ -184,7 +186,7 @@ class OidcClient:
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"ID token rejected: {exc}") from None
-        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        if not same_text(str(claims.get("nonce", "")), nonce):
             raise TokenRejected("ID token nonce does not match this login")
         aud = claims.get("aud")
         if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:

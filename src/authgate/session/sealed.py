@@ -7,6 +7,7 @@ associated data binds a value to where it may be used (e.g. the route host).
 
 import base64
 import binascii
+import hmac
 import json
 import os
 import re
@@ -21,6 +22,14 @@ VERSION = b"\x01"
 NONCE_BYTES = 12
 MAX_TOKEN_CHARS = 8192  # a browser cookie is at most 4 KB; anything far larger is not ours
 _CANONICAL = re.compile(r"[A-Za-z0-9_-]+")  # exactly what seal() emits: no padding, no +/
+
+
+def same_text(a: str, b: str) -> bool:
+    """Constant-time equality for any two strings (hmac.compare_digest raises TypeError on
+    non-ASCII str, and a client chooses some of these values)."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:
