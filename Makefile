@@ -48,3 +48,11 @@ bench: install
 	bash bench/install-deps.sh
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Coverage-guided fuzzing (atheris) of the targets the CI fuzz tests check briefly:
+# `make fuzz FUZZ_SECONDS=600` runs each target that long; crashes land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: install
+	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
