@@ -221,9 +221,10 @@ def test_ext_authz_sees_only_the_headers_it_needs() -> None:
         "allowed_headers"]["patterns"]
     exact = {p["exact"] for p in patterns if "exact" in p}
     assert exact == {"cookie", "accept", "authorization", "origin", "referer",
-                     "sec-fetch-site", "sec-fetch-mode", "user-agent"}
+                     "sec-fetch-site", "sec-fetch-mode", "user-agent",
+                     "access-control-request-method"}
     assert {"prefix": "x-pomerium", "ignore_case": True} in patterns
-    assert len(patterns) == 9
+    assert len(patterns) == 10
 
 
 # ---------------------------------------------------------------------------- routes

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_key
 from authgate.errors import ConfigError
-from authgate.policy import CompiledPolicy, compile_policy, route_policy_document
+from authgate.policy import CompiledPolicy, compile_route_policy
 
 AUTHENTICATE_ROUTE_ID = "__authenticate__"
 
@@ -108,15 +108,15 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
         if urlsplit(route.from_).scheme != scheme:
             fix = "use https:// routes with TLS" if settings.tls else "use http:// routes"
             raise ConfigError(f"routes[{index}].from", f"scheme must be {scheme}", fix)
-        document = route_policy_document(
+        policy = compile_route_policy(
             policy=route.policy,
             allow_public_unauthenticated_access=route.allow_public_unauthenticated_access,
             allow_any_authenticated_user=route.allow_any_authenticated_user,
             allowed_users=route.allowed_users,
             allowed_domains=route.allowed_domains,
             allowed_groups=route.allowed_groups,
+            where=f"routes[{index}]",
         )
-        policy = compile_policy(document, where=f"routes[{index}].policy")
         routes.append(
             RouteRuntime(
                 id=rid,

@@ -115,6 +115,7 @@ SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 INTERNAL_PREFIXES = ("/.pomerium/", "/.well-known/pomerium/")
 # Request headers Envoy forwards to authz (it always adds :authority, :method, :path).
 AUTHZ_EXACT_HEADERS = (
+    "access-control-request-method",  # cors_preflight criterion
     "cookie",
     "accept",
     "authorization",
