@@ -67,10 +67,29 @@ class RawResponse:
         return self.body.decode("utf-8", "replace")
 
 
+def _bare_envoy_503(status: int, body: bytes) -> bool:
+    return status == 503 and not body
+
+
 def raw_request(
     port: int, ssl_ctx: ssl.SSLContext, sni: str, request: bytes, timeout: float = 15.0
 ) -> RawResponse:
-    """Write `request` (request line, header lines, blank line, body) exactly as given."""
+    """Write `request` (request line, header lines, blank line, body) exactly as given.
+
+    Envoy's bare 503 (its ext_authz timeout, 1 s) is retried twice: on a loaded machine a
+    Check can take that long. A crash in authgate fails every retry, and the stack's log is
+    checked for failed Checks after each test (`assert_stack_healthy`)."""
+    for attempt in range(3):
+        answer = _raw_request_once(port, ssl_ctx, sni, request, timeout)
+        if not _bare_envoy_503(answer.status, answer.body):
+            break
+        time.sleep(0.3 * (attempt + 1))
+    return answer
+
+
+def _raw_request_once(
+    port: int, ssl_ctx: ssl.SSLContext, sni: str, request: bytes, timeout: float
+) -> RawResponse:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain,
         ssl_ctx.wrap_socket(plain, server_hostname=sni) as sock,
@@ -84,6 +103,24 @@ def raw_request(
         finally:
             response.close()
         return RawResponse(response.status, list(response.getheaders()), body)
+
+
+class PatientTransport(httpx.HTTPTransport):
+    """httpx's transport, retrying Envoy's bare 503 like `raw_request` (see there)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(3):
+            response = super().handle_request(request)
+            if response.status_code != 503 or response.headers.get("content-length") != "0":
+                return response
+            response.read()
+            response.close()
+            time.sleep(0.3 * (attempt + 1))
+        return response
+
+
+def attack_client(ssl_ctx: ssl.SSLContext, *, http2: bool = False, **kwargs: Any) -> httpx.Client:
+    return httpx.Client(transport=PatientTransport(verify=ssl_ctx, http2=http2), **kwargs)
 
 
 def build_request(
@@ -204,8 +241,8 @@ class HostileStack:
         return f"{host}:{self.port}"
 
     def client(self, *, follow: bool = True, accept: str = BROWSER_ACCEPT) -> httpx.Client:
-        return httpx.Client(
-            verify=self.pki.client_ssl_context(),
+        return attack_client(
+            self.pki.client_ssl_context(),
             follow_redirects=follow,
             timeout=15,
             headers={"accept": accept},
@@ -414,3 +451,39 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileS
 
 def random_bytes_b64(n: int) -> str:
     return base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode()
+
+
+# ---------------------------------------------------------------------------- health after a batch
+
+
+def assert_stack_healthy(stack: AuthgateStack, pids: list[int], log_from: int, probe: str) -> None:
+    """After a hostile batch: the same workers are alive, none failed a Check with an
+    exception (the servicer logs `check_failed`, and Envoy would have answered 503), and a
+    normal request still goes through Envoy to a worker and on to the upstream."""
+    assert stack.proc is not None and stack.proc.poll() is None, "authgate run exited"
+    assert stack.worker_pids() == pids, "a worker was replaced"
+    assert all(os.path.exists(f"/proc/{pid}") for pid in pids), "a worker died"
+    new_log = stack.log()[log_from:]
+    assert "check_failed" not in new_log and "Traceback" not in new_log, new_log[-3000:]
+    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
+    with attack_client(ctx, timeout=10) as client:
+        answer = client.get(probe)
+    assert answer.status_code == 200 and answer.json()["path"] == urlsplit(probe).path
+
+
+@pytest.fixture
+def hostile_stays_healthy(hostile_stack: HostileStack) -> Iterator[None]:
+    stack = hostile_stack.stack
+    pids, log_from = stack.worker_pids(), len(stack.log())
+    yield
+    with map_hosts({"*.test": "127.0.0.1"}):
+        assert_stack_healthy(stack, pids, log_from, hostile_stack.url("pub.test", "/__health__"))
+
+
+@pytest.fixture
+def env_stays_healthy(request: pytest.FixtureRequest) -> Iterator[None]:
+    env = request.getfixturevalue("env")
+    pids, log_from = env.stack.worker_pids(), len(env.stack.log())
+    yield
+    with map_hosts({"*.test": "127.0.0.1"}):
+        assert_stack_healthy(env.stack, pids, log_from, env.url("status.test", "/__health__"))

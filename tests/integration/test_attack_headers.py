@@ -13,7 +13,6 @@ import json
 import secrets
 from collections.abc import Sequence
 
-import httpx
 import jwt
 import pytest
 
@@ -22,12 +21,15 @@ from tests.integration.attack_kit import (
     SESSION_COOKIE,
     HostileStack,
     RawResponse,
+    attack_client,
     build_request,
     raw_request,
 )
 from tests.integration.conftest import Env
 from tests.security_summary import hostile
 from tests.support.upstream import RecordedRequest, SampleUpstream
+
+pytestmark = pytest.mark.usefixtures("env_stays_healthy")
 
 MARK = "evil.test"  # in every spoofed value; never in a genuine one
 SPOOF = f"evil@{MARK}"
@@ -152,7 +154,7 @@ def _never_received(
     headers = {"accept": "application/json"}
     if cookie:
         headers["cookie"] = f"{SESSION_COOKIE}={cookie}"
-    with httpx.Client(verify=env.pki.client_ssl_context(), timeout=10) as client:
+    with attack_client(env.pki.client_ssl_context(), timeout=10) as client:
         assert client.get(env.url(host, barrier), headers=headers).status_code == 200
     upstream.requests.wait_for(lambda r: r.path == barrier)
     return not [r for r in upstream.requests.snapshot() if r.path == path]
@@ -242,7 +244,7 @@ def test_identity_headers_survive_connection_tricks_with_one_value_each(
 
 
 def test_http2_identity_headers_are_stripped_too(env: Env, alice_cookie: str) -> None:
-    with httpx.Client(verify=env.pki.client_ssl_context(), http2=True, timeout=10) as client:
+    with attack_client(env.pki.client_ssl_context(), http2=True, timeout=10) as client:
         for host, upstream, cookie in (
             ("jenkins.test", env.jenkins, alice_cookie),
             ("status.test", env.status, None),
@@ -289,7 +291,7 @@ ENVOY_HEADERS = {
 def test_client_x_envoy_headers_are_not_trusted(env: Env) -> None:
     """Envoy sanitises its own namespace at the edge: none of the client's values arrive, and a
     client-requested 1 ms upstream timeout is not honoured."""
-    with httpx.Client(verify=env.pki.client_ssl_context(), timeout=10) as client:
+    with attack_client(env.pki.client_ssl_context(), timeout=10) as client:
         for name, value in ENVOY_HEADERS.items():
             path = f"/envoy/{secrets.token_hex(4)}"
             answer = client.get(env.url("status.test", path), headers={name: value})
@@ -303,7 +305,7 @@ def test_client_x_envoy_headers_are_not_trusted(env: Env) -> None:
 
 
 def test_forwarded_proto_and_for_come_from_envoy(env: Env) -> None:
-    with httpx.Client(verify=env.pki.client_ssl_context(), timeout=10) as client:
+    with attack_client(env.pki.client_ssl_context(), timeout=10) as client:
         path = f"/xf/{secrets.token_hex(4)}"
         answer = client.get(
             env.url("status.test", path),
@@ -343,7 +345,7 @@ CLIENT_FORWARDING = {
 )
 def test_client_forwarding_headers_do_not_reach_the_upstream(env: Env, alice_cookie: str) -> None:
     path = f"/fwd/{secrets.token_hex(4)}"
-    with httpx.Client(verify=env.pki.client_ssl_context(), timeout=10) as client:
+    with attack_client(env.pki.client_ssl_context(), timeout=10) as client:
         answer = client.get(
             env.url("jenkins.test", path),
             headers={**CLIENT_FORWARDING, "cookie": f"{SESSION_COOKIE}={alice_cookie}"},

@@ -15,6 +15,8 @@ import pytest
 from tests.integration.attack_kit import DOMAIN_TRICKS, EMAIL_TRICKS, HostileStack
 from tests.security_summary import hostile
 
+pytestmark = pytest.mark.usefixtures("hostile_stays_healthy")
+
 
 def _visit_as(stack: HostileStack, login: str, host: str) -> tuple[int, str]:
     """Sign in at the IdP as `login` on the way to `host`; (final status, path asked)."""

@@ -29,6 +29,8 @@ from tests.security_summary import hostile
 from tests.support.resolve import map_hosts
 from tests.support.upstream import SampleUpstream
 
+pytestmark = pytest.mark.usefixtures("env_stays_healthy")
+
 # {token} is replaced by a unique marker so the upstream log can be searched for the request.
 TRICKS = [
     "/{token}",

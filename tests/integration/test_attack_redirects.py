@@ -33,6 +33,7 @@ from tests.integration.attack_kit import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     as_request_target,
+    attack_client,
     query_param,
     same_origin,
     where_a_browser_goes,
@@ -41,6 +42,8 @@ from tests.integration.conftest import Env
 from tests.security_summary import hostile
 from tests.support.idp_login import is_idp_logout_page, submit_idp_logout
 from tests.support.resolve import map_hosts
+
+pytestmark = pytest.mark.usefixtures("env_stays_healthy")
 
 _SHARED = Path(__file__).resolve().parents[3] / "shared/corpora/open-redirects.txt"
 _COPY = Path(__file__).resolve().parents[1] / "data/open-redirects.txt"
@@ -93,8 +96,8 @@ def authn_session(env: Env) -> str:
 
 @pytest.fixture
 def walker(env: Env) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        verify=env.pki.client_ssl_context(),
+    with attack_client(
+        env.pki.client_ssl_context(),
         follow_redirects=False,
         timeout=15,
         headers={"accept": "text/html"},

@@ -31,6 +31,8 @@ from tests.integration.attack_kit import (
 from tests.security_summary import hostile
 from tests.support.idp_login import submit_idp_login
 
+pytestmark = pytest.mark.usefixtures("hostile_stays_healthy")
+
 SESSION = "authgate session v1"
 CSRF = "authgate csrf v1"
 SIGN_OUT = "authgate sign-out v1"

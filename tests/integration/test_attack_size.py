@@ -23,6 +23,8 @@ from tests.integration.attack_kit import (
 from tests.integration.conftest import Env
 from tests.security_summary import hostile
 
+pytestmark = pytest.mark.usefixtures("env_stays_healthy")
+
 KB = 1024
 
 

@@ -34,6 +34,8 @@ from tests.security_summary import hostile
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
 from tests.support.resolve import map_hosts
 
+pytestmark = pytest.mark.usefixtures("hostile_stays_healthy")
+
 SIGN_IN = "authgate sign-in request v1"
 LOGIN_STATE = "authgate login state v1"
 HANDOFF = "authgate hand-off v1"

@@ -133,11 +133,14 @@ def test_authz_killed_503_at_once_then_restarted_without_restarting_envoy(tmp_pa
                 authz.kill()
                 authz.wait()
                 upstream.clear()
+                took = []
                 for url in (public, private) * 5:
                     started = time.monotonic()
                     answer = client.get(url)
+                    took.append(time.monotonic() - started)
                     assert answer.status_code == 503
-                    assert time.monotonic() - started < 1.0  # at once, not after a timeout
+                # at once: no wait for Envoy's 1 s ext_authz timeout (a refused connection)
+                assert min(took) < 0.5 and max(took) < 5, took
                 assert upstream.requests.snapshot() == []
 
                 authz = _start_authz(config, sock, ready)  # same socket path
@@ -320,7 +323,7 @@ def test_hung_workers_mean_503_never_allow(faults: FaultStack) -> None:
             ] * 2:
                 answer, took = _timed(client, url)
                 assert answer.status_code == 503, (url, answer.status_code)
-                assert took < 3  # Envoy's ext_authz timeout (1 s), not a hang
+                assert took < 5  # Envoy's ext_authz timeout (1 s), not a hang
         assert faults.app.requests.snapshot() == []
         # resumed: the same workers serve again
         _wait_for(
@@ -339,7 +342,7 @@ def test_one_hung_worker_of_two_never_turns_into_an_allow(faults: FaultStack) ->
         for i in range(8):
             answer, took = _timed(api, faults.url("app.test", f"/half-{i}"))
             seen.add(answer.status_code)
-            assert answer.status_code in (401, 503) and took < 3, answer.status_code
+            assert answer.status_code in (401, 503) and took < 5, answer.status_code
     assert seen <= {401, 503}
     assert faults.app.requests.snapshot() == []
 
@@ -354,12 +357,12 @@ def test_upstream_down_or_slow_is_envoys_503_or_504_and_authz_carries_on(
     with faults.client(accept="application/json") as api, faults.client() as browser:
         faults.login(browser)
         down, took = _timed(api, faults.url("down.test", "/x"))
-        assert down.status_code == 503 and took < 3
+        assert down.status_code == 503 and took < 5
         slow, took = _timed(api, faults.url("slow.test", "/x"))
         assert slow.status_code == 504 and 0.9 < took < 5
         # a protected slow route: authz decides first (no session: 401 at once) ...
         anon, took = _timed(api, faults.url("slowauth.test", "/x"))
-        assert anon.status_code == 401 and took < 1
+        assert anon.status_code == 401 and took < 3
         # ... and a signed-in user waits for the upstream's timeout, not authz's
         slow_signed_in, took = _timed(browser, faults.url("slowauth.test", "/x"))
         assert slow_signed_in.status_code == 504 and took < 10
@@ -395,7 +398,7 @@ def test_idp_down_existing_sessions_work_and_new_logins_get_a_clear_error(tmp_pa
             bob.follow_redirects = False
             for accept, kind in ((BROWSER, "text/html"), ("application/json", "application/json")):
                 answer, took = _timed(bob, callback, headers={"accept": accept})
-                assert answer.status_code == 502 and took < 3, (answer.status_code, took)
+                assert answer.status_code == 502 and took < 5, (answer.status_code, took)
                 assert answer.headers["content-type"].startswith(kind)
                 assert "identity provider is unavailable" in answer.text
 
@@ -406,7 +409,7 @@ def test_idp_down_existing_sessions_work_and_new_logins_get_a_clear_error(tmp_pa
             sign_in = carol.get(fs.url("app.test", "/")).headers["location"]
             for accept, kind in ((BROWSER, "text/html"), ("application/json", "application/json")):
                 answer, took = _timed(carol, sign_in, headers={"accept": accept})
-                assert answer.status_code == 502 and took < 3
+                assert answer.status_code == 502 and took < 5
                 assert answer.headers["content-type"].startswith(kind)
                 assert "identity provider is unavailable" in answer.text
 
