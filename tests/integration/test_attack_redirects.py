@@ -292,3 +292,33 @@ def env_still_healthy(env: Env) -> bool:
     with env.browser() as client:
         answer = client.get(env.url("status.test", "/__health__"))
     return answer.status_code == 200 and answer.json()["path"] == "/__health__"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://evil.test/",
+        "//evil.test/",
+        "/\\evil.test/",
+        "https://jenkins.test:8443@evil.test/",
+        "https://jenkins.test:8443.evil.test/",
+        "https://jenkins.test:8444/",
+        "http://jenkins.test:8443/",
+        "javascript:alert(1)//https://jenkins.test:8443/",
+        "data:text/html,https://jenkins.test:8443/",
+        " https://evil.test/",
+        "https:evil.test",
+        "\thttps://jenkins.test:8443\\@evil.test/",
+    ],
+)
+def test_the_oracle_sees_an_open_redirect(location: str) -> None:
+    """The check the walks rely on says no to what a browser would take elsewhere."""
+    assert not same_origin(location, "https://jenkins.test:8443/x", "https://jenkins.test:8443")
+
+
+def test_the_oracle_accepts_the_route() -> None:
+    assert same_origin(
+        "https://jenkins.test:8443/job/x?a=%2F",
+        "https://jenkins.test:8443/",
+        "https://jenkins.test:8443",
+    )
