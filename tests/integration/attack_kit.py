@@ -445,8 +445,8 @@ def start_hostile(workdir: Path) -> Iterator[HostileStack]:
 
 @pytest.fixture(scope="session")
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileStack]:
-    with map_hosts({"*.test": "127.0.0.1"}):
-        yield from start_hostile(tmp_path_factory.mktemp("hostile"))
+    # Name mapping is per test (the autouse fixture); never left on for the whole session.
+    yield from start_hostile(tmp_path_factory.mktemp("hostile"))
 
 
 def random_bytes_b64(n: int) -> str:
