@@ -33,7 +33,12 @@ def cmd_authz(args: argparse.Namespace) -> int:
     from authgate.authz.server import run_server
 
     cfg = _load(args.config)
-    run_server(cfg, args.listen, Path(args.ready_file) if args.ready_file else None)
+    run_server(
+        cfg,
+        args.listen,
+        Path(args.ready_file) if args.ready_file else None,
+        shared_dir=Path(args.shared_dir) if args.shared_dir else None,
+    )
     return 0
 
 
@@ -109,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"unix:/path.sock or host:port (default {DEFAULT_AUTHZ_LISTEN})",
     )
     authz.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    authz.add_argument(
+        "--shared-dir",
+        default=None,
+        help="a directory shared by the workers on one host, so single-use sign-in hand-offs "
+        "are refused at every worker once used (authgate run sets it)",
+    )
     authz.set_defaults(func=cmd_authz)
 
     env = sub.add_parser("envoy-config", help="print the Envoy bootstrap generated from the config")

@@ -48,6 +48,8 @@ def _start_workers(
                     f"unix:{sock}",
                     "--ready-file",
                     str(ready),
+                    "--shared-dir",
+                    str(runtime_dir / "shared"),
                 ],
                 env=env,
             )

@@ -336,13 +336,6 @@ CLIENT_FORWARDING = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Envoy passes the client's X-Forwarded-Host/-Port/-Prefix, X-Real-IP, Forwarded, ... "
-    "to the upstream verbatim (Jenkins builds its URLs from X-Forwarded-Host); "
-    "src/authgate/envoy/bootstrap.py build_route_config should remove them "
-    "(RouteConfiguration.request_headers_to_remove)",
-)
 def test_client_forwarding_headers_do_not_reach_the_upstream(env: Env, alice_cookie: str) -> None:
     path = f"/fwd/{secrets.token_hex(4)}"
     with attack_client(env.pki.client_ssl_context(), timeout=10) as client:

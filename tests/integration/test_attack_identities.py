@@ -65,14 +65,6 @@ def test_genuine_users_get_what_the_policy_says(
     assert _reached(hostile_stack, path) is allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an IdP claim with CR/LF (here the name) goes unmodified into x-pomerium-claim-name; "
-    "Envoy rejects the whole ext_authz answer ('invalid header value') and the user gets 503 on "
-    "every route with pass_identity_headers. Fail-closed, but a 5xx: "
-    "src/authgate/authz/access.py forward() should drop or replace control characters in "
-    "identity header values (the signed assertion keeps the exact claims)",
-)
 def test_line_breaks_in_claims_do_not_inject_headers(hostile_stack: HostileStack) -> None:
     """A name and groups with CR LF in them (the IdP sends what it has) cannot add or replace
     identity headers, nor break the request: the upstream gets the real email once."""

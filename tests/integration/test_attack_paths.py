@@ -291,13 +291,6 @@ def test_forbidden_user_cannot_walk_out_of_a_public_prefix(hostile_stack: Hostil
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Envoy's internal routes are the prefixes /.pomerium/ and /.well-known/pomerium/ "
-    "(src/authgate/envoy/bootstrap.py INTERNAL_PREFIXES), so /.pomerium and "
-    "/.well-known/pomerium (which authgate's route_endpoints.handle_internal answers: user info, "
-    "Pomerium's discovery document) go to the upstream instead; add exact-path internal routes",
-)
 @pytest.mark.parametrize("path", ["/.pomerium", "/.well-known/pomerium"])
 def test_bare_internal_paths_are_answered_by_authgate(env: Env, path: str) -> None:
     env.status.clear()

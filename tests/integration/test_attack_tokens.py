@@ -301,12 +301,6 @@ def test_hand_off_moved_or_mangled_is_refused(
     assert _callback(stack, url, nonce).status_code == 302
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="single use is remembered per worker process (src/authgate/authz/state.py SeenTokens "
-    "in each AuthzState): with `authgate run --workers 2` a replayed hand-off succeeds on the "
-    "worker that has not seen it; needs a replay cache shared by the workers",
-)
 def test_hand_off_is_single_use_across_workers(
     hostile_stack: HostileStack, eve: dict[str, str]
 ) -> None:

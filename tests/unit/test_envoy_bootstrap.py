@@ -206,7 +206,7 @@ def test_ext_authz_fails_closed() -> None:
     assert authz["status_on_error"] == {"code": "ServiceUnavailable"}
     assert authz["transport_api_version"] == "V3"
     assert authz["grpc_service"] == {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
-                                     "timeout": "1s"}
+                                     "timeout": "3s"}
     assert "with_request_body" not in authz
     assert "http_service" not in authz
 
@@ -249,11 +249,12 @@ def test_internal_routes_come_first_on_every_route_host(certs: tuple[str, str]) 
     cfg = kitchen_sink(certs)
     doc = bootstrap(cfg)
     for netloc, first in cfg.hosts.items():
-        first_two = vhosts(doc)[netloc]["routes"][:2]
-        assert [r["match"] for r in first_two] == [
-            {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"}
+        internal = vhosts(doc)[netloc]["routes"][:4]
+        assert [r["match"] for r in internal] == [
+            {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"},
+            {"path": "/.pomerium"}, {"path": "/.well-known/pomerium"},
         ]
-        for r in first_two:
+        for r in internal:
             assert r["direct_response"] == {"status": 404}
             assert context(r) == {"route_id": first.id, "kind": "internal"}
             assert "route" not in r
@@ -261,9 +262,9 @@ def test_internal_routes_come_first_on_every_route_host(certs: tuple[str, str]) 
 
 def test_two_routes_on_one_host_keep_config_order(certs: tuple[str, str]) -> None:
     vh = vhosts(bootstrap(kitchen_sink(certs)))["jenkins.test:8443"]
-    assert [r.get("name") for r in vh["routes"]] == [None, None, "jenkins", "jenkins-api"]
-    assert vh["routes"][2]["match"] == {"prefix": "/"}
-    assert vh["routes"][3]["match"] == {"path": "/api/json"}
+    assert [r.get("name") for r in vh["routes"]] == [None] * 4 + ["jenkins", "jenkins-api"]
+    assert vh["routes"][4]["match"] == {"prefix": "/"}
+    assert vh["routes"][5]["match"] == {"path": "/api/json"}
 
 
 def test_prefix_and_path_matching(certs: tuple[str, str]) -> None:
@@ -463,10 +464,10 @@ def test_one_cluster_per_route(certs: tuple[str, str]) -> None:
 
 
 def only_route(doc: dict[str, Any], vhost: str = "a.test") -> dict[str, Any]:
-    """The single proxy route of a one-route config (after the two internal routes)."""
+    """The single proxy route of a one-route config (after the four internal routes)."""
     routes = vhosts(doc)[vhost]["routes"]
-    assert len(routes) == 3
-    return routes[2]  # type: ignore[no-any-return]
+    assert len(routes) == 5
+    return routes[4]  # type: ignore[no-any-return]
 
 
 def one_route_doc(to: str = "http://10.0.0.1:8080", **options: Any) -> dict[str, Any]:
@@ -509,11 +510,12 @@ def test_internal_routes_stay_first_before_regex_and_rewrites() -> None:
         route("http://a.test", "http://10.0.0.1", id="rw", prefix="/app/", prefix_rewrite="/"),
     ])
     routes = vhosts(bootstrap(cfg))["a.test"]["routes"]
-    assert [r["match"] for r in routes[:2]] == [
-        {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"}
+    assert [r["match"] for r in routes[:4]] == [
+        {"prefix": "/.pomerium/"}, {"prefix": "/.well-known/pomerium/"},
+        {"path": "/.pomerium"}, {"path": "/.well-known/pomerium"},
     ]
-    assert [r.get("name") for r in routes] == [None, None, "rx", "rw"]
-    for internal in routes[:2]:  # authz answers these; no route option touches them
+    assert [r.get("name") for r in routes] == [None] * 4 + ["rx", "rw"]
+    for internal in routes[:4]:  # authz answers these; no route option touches them
         assert "request_headers_to_add" not in internal
         assert "route" not in internal
 

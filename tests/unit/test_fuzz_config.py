@@ -209,13 +209,6 @@ def test_fuzz_policy_yaml(text: str) -> None:
     targets.check_policy_yaml(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/authgate/config/durations.py parse_duration: timedelta() raises OverflowError "
-    "for huge or infinite durations, which pydantic does not turn into a validation error, so "
-    "it escapes the loader (a traceback from `authgate run` instead of `config error: ...`); "
-    "catch OverflowError and raise ValueError('... too large')",
-)
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -239,13 +232,6 @@ def _nested_policy(depth: int) -> object:
     return [{"allow": doc}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deep nesting escapes as RecursionError: yaml.safe_load in "
-    "src/authgate/config/load.py load_settings (only yaml.YAMLError is turned into a "
-    "ConfigError) and the recursive compiler in src/authgate/policy/ppl.py "
-    "(_compile_item/_compile_operator); refuse documents nested deeper than a limit",
-)
 @pytest.mark.parametrize("what", ["yaml", "policy"])
 def test_deeply_nested_config_is_a_config_error(what: str) -> None:
     if what == "yaml":
@@ -274,13 +260,6 @@ def _pem_with_unknown_curve() -> bytes:
     return b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/authgate/config/schema.py parse_signing_key: load_pem_private_key raises "
-    "cryptography.exceptions.UnsupportedAlgorithm for a key on an unknown curve; only "
-    "ValueError/TypeError are turned into the 'signing_key: ...' config error, so this one "
-    "escapes the loader; catch UnsupportedAlgorithm too",
-)
 def test_signing_key_on_an_unknown_curve_is_a_config_error() -> None:
     import base64
 

@@ -23,3 +23,11 @@ def test_seen_tokens_forgets_expired_ids() -> None:
     seen.first_use("old", time.time() - 1)
     seen.first_use("new", time.time() + 60)
     assert len(seen) == 1
+
+
+def test_seen_tokens_shared_by_workers_through_a_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    worker_a = SeenTokens(directory=tmp_path)
+    worker_b = SeenTokens(directory=tmp_path)
+    assert worker_a.first_use("handoff-1", time.time() + 60)
+    assert not worker_b.first_use("handoff-1", time.time() + 60)
+    assert worker_b.first_use("handoff-2", time.time() + 60)

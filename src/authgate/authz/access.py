@@ -1,5 +1,6 @@
 """A request for an application route: session -> policy -> forward with identity, or not."""
 
+import re
 import secrets
 import time
 
@@ -21,6 +22,20 @@ def current_session(state: AuthzState, route: RouteRuntime, ctx: RequestContext)
     if value is None:
         return None
     return state.sessions.decode(value, route.netloc)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header_value(value: str) -> str:
+    """IdP claims may hold CR/LF (Envoy would refuse the whole answer, and the text after it
+    reads like another header): keep only what comes before the first control character."""
+    return value if value.isprintable() else _CONTROL.split(value, 1)[0]
+
+
+def _listable(group: str) -> bool:
+    """A group that can stand in the comma-separated header without turning into others."""
+    return group.isprintable() and "," not in group
 
 
 def _spoofable(name: str) -> bool:
@@ -48,10 +63,10 @@ def forward(
             )
         )
         set_headers += [
-            ("x-pomerium-claim-email", ident.email),
-            ("x-pomerium-claim-user", ident.user),
-            ("x-pomerium-claim-name", ident.name),
-            ("x-pomerium-claim-groups", ",".join(ident.groups)),
+            ("x-pomerium-claim-email", _header_value(ident.email)),
+            ("x-pomerium-claim-user", _header_value(ident.user)),
+            ("x-pomerium-claim-name", _header_value(ident.name)),
+            ("x-pomerium-claim-groups", ",".join(g for g in ident.groups if _listable(g))),
         ]
     ours = {name for name, _ in set_headers}
     remove = [name for name in ctx.headers if _spoofable(name) and name not in ours]

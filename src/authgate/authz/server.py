@@ -45,9 +45,10 @@ async def serve(
     listen: str,
     ready_file: Path | None = None,
     state: AuthzState | None = None,
+    shared_dir: Path | None = None,
 ) -> None:
     """Serve Check on `listen` (unix:/path.sock or host:port) until SIGTERM/SIGINT."""
-    state = state or AuthzState.build(cfg)
+    state = state or AuthzState.build(cfg, shared_dir=shared_dir)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
         AuthorizationServicer(state), server
@@ -70,5 +71,10 @@ async def serve(
     await state.oidc.aclose()
 
 
-def run_server(cfg: RuntimeConfig, listen: str, ready_file: Path | None = None) -> None:
-    uvloop.run(serve(cfg, listen, ready_file))
+def run_server(
+    cfg: RuntimeConfig,
+    listen: str,
+    ready_file: Path | None = None,
+    shared_dir: Path | None = None,
+) -> None:
+    uvloop.run(serve(cfg, listen, ready_file, shared_dir=shared_dir))

@@ -1,10 +1,15 @@
 """Everything a worker builds once at start and shares across Check calls."""
 
+import contextlib
+import hashlib
+import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from authgate.assertion import AssertionSigner
 from authgate.config import RuntimeConfig
@@ -17,11 +22,18 @@ SIGNOUT_TTL_S = 120
 
 
 class SeenTokens:
-    """Remembers single-use token ids until they expire (bounded)."""
+    """Remembers single-use token ids until they expire (bounded).
 
-    def __init__(self, limit: int = 100_000) -> None:
+    With a `directory` shared by the workers of one `authgate run`, a token used at one worker
+    is refused at every other (an O_EXCL file per token id); otherwise memory of this process.
+    """
+
+    def __init__(self, limit: int = 100_000, directory: Path | None = None) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._limit = limit
+        self._dir = directory
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
 
     def first_use(self, token_id: str, expires_at: float) -> bool:
         now = time.time()
@@ -29,9 +41,27 @@ class SeenTokens:
             self._seen.popitem(last=False)
         if token_id in self._seen:
             return False
+        if self._dir is not None and not self._claim_file(token_id, expires_at, now):
+            return False
         self._seen[token_id] = expires_at
         if len(self._seen) > self._limit:
             self._seen.popitem(last=False)
+        return True
+
+    def _claim_file(self, token_id: str, expires_at: float, now: float) -> bool:
+        assert self._dir is not None
+        name = hashlib.sha256(token_id.encode()).hexdigest()[:32]
+        try:
+            fd = os.open(self._dir / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        os.utime(self._dir / name, (expires_at, expires_at))
+        if secrets.randbelow(64) == 0:  # now and then, forget what has expired
+            for entry in os.scandir(self._dir):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < now:
+                        os.unlink(entry.path)
         return True
 
     def __len__(self) -> int:
@@ -68,9 +98,15 @@ class AuthzState:
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
 
     @classmethod
-    def build(cls, cfg: RuntimeConfig, clock: Callable[[], datetime] | None = None) -> "AuthzState":
+    def build(
+        cls,
+        cfg: RuntimeConfig,
+        clock: Callable[[], datetime] | None = None,
+        shared_dir: Path | None = None,
+    ) -> "AuthzState":
         key = cfg.cookie_key
         return cls(
+            seen_handoffs=SeenTokens(directory=shared_dir / "handoffs" if shared_dir else None),
             clock=clock or (lambda: datetime.now(UTC)),
             cfg=cfg,
             sessions=SessionCodec(key),

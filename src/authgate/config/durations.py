@@ -16,7 +16,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=float(value))
+        return _bounded(float(value))
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 30s, 5m or 14h")
     text = value.strip()
@@ -31,4 +31,13 @@ def parse_duration(value: object) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 14h or 1h30m")
-    return timedelta(seconds=total)
+    return _bounded(total)
+
+
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def _bounded(seconds: float) -> timedelta:
+    if not seconds <= MAX_SECONDS:  # also catches inf and nan
+        raise ValueError("a duration must be at most 10 years (87600h)")
+    return timedelta(seconds=seconds)

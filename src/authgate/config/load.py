@@ -86,6 +86,8 @@ def settings_from_mapping(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise _format_validation_error(exc) from None
+    except RecursionError:
+        raise ConfigError("", "the config is nested too deeply") from None
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,4 +102,6 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError("", f"{path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError("", f"{path} is nested too deeply to be a config file") from None
     return settings_from_mapping(raw, base=path.parent, environ=environ)

@@ -113,6 +113,25 @@ ROUTE_CONFIG_NAME = "authgate"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 # Paths the authz server always answers itself (sign-in callback, sign-out, JWKS, discovery).
 INTERNAL_PREFIXES = ("/.pomerium/", "/.well-known/pomerium/")
+INTERNAL_PATHS = ("/.pomerium", "/.well-known/pomerium")  # the same without the trailing slash
+# Client-sent forwarding headers the upstream must not trust (Jenkins builds URLs from
+# X-Forwarded-Host). Envoy itself sets X-Forwarded-For/-Proto (use_remote_address).
+UNTRUSTED_FORWARDING_HEADERS = (
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-forwarded-for",
+    "forwarded",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+)
 # Request headers Envoy forwards to authz (it always adds :authority, :method, :path).
 AUTHZ_EXACT_HEADERS = (
     "access-control-request-method",  # cors_preflight criterion
@@ -294,7 +313,10 @@ def _not_found(match: RouteMatch, route_id: str, kind: str) -> Route:
 
 
 def _internal_routes(route_id: str) -> list[Route]:
-    return [_not_found(RouteMatch(prefix=p), route_id, "internal") for p in INTERNAL_PREFIXES]
+    return [
+        *(_not_found(RouteMatch(prefix=p), route_id, "internal") for p in INTERNAL_PREFIXES),
+        *(_not_found(RouteMatch(path=p), route_id, "internal") for p in INTERNAL_PATHS),
+    ]
 
 
 def _regex(pattern: str) -> RegexMatcher:
@@ -420,7 +442,11 @@ def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
         for netloc, rts in _routes_by_netloc(cfg).items()
     ]
     hosts.append(_authenticate_virtual_host(cfg.authenticate_netloc, default_port))
-    return RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=hosts)
+    return RouteConfiguration(
+        name=ROUTE_CONFIG_NAME,
+        virtual_hosts=hosts,
+        request_headers_to_remove=list(UNTRUSTED_FORWARDING_HEADERS),
+    )
 
 
 # ---------------------------------------------------------------------------- clusters
@@ -542,7 +568,7 @@ def build_bootstrap(
     authz_endpoints: Sequence[str],
     *,
     admin_address: str,
-    authz_timeout_s: float = 1.0,
+    authz_timeout_s: float = 3.0,
     upstream_ca_file: str = SYSTEM_CA_FILE,
 ) -> dict[str, Any]:
     """The Envoy bootstrap as a proto-JSON dict (snake_case keys), ready for YAML or JSON."""

@@ -34,7 +34,10 @@ ALLOWED_ALGORITHMS = (
     "ES512",
     "EdDSA",
 )
-HTTP_TIMEOUT_S = 5.0
+HTTP_TIMEOUT_S = 2.0
+# All IdP calls of one Check must finish well inside Envoy's ext_authz timeout (3 s), so a
+# hung IdP gets our clear error page rather than Envoy's bare 503.
+IDP_BUDGET_S = 2.4
 METADATA_TTL_S = 3600.0
 
 
@@ -129,6 +132,13 @@ class OidcClient:
         return self._metadata
 
     async def begin_login(self) -> LoginRequest:
+        try:
+            async with asyncio.timeout(IDP_BUDGET_S):
+                return await self._begin_login()
+        except TimeoutError:
+            raise IdpError("the identity provider did not answer in time") from None
+
+    async def _begin_login(self) -> LoginRequest:
         meta = await self.metadata()
         state = secrets.token_urlsafe(24)
         nonce = secrets.token_urlsafe(24)
@@ -194,6 +204,15 @@ class OidcClient:
         return claims
 
     async def complete_login(self, code: str, code_verifier: str, nonce: str) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(IDP_BUDGET_S):
+                return await self._complete_login(code, code_verifier, nonce)
+        except TimeoutError:
+            raise IdpError("the identity provider did not answer in time") from None
+
+    async def _complete_login(
+        self, code: str, code_verifier: str, nonce: str
+    ) -> dict[str, Any]:
         """Exchange the code, verify the ID token, and merge userinfo claims."""
         meta = await self.metadata()
         oauth = AsyncOAuth2Client(
@@ -232,8 +251,9 @@ class OidcClient:
 
     async def end_session_url(self, post_logout_redirect_uri: str, state: str) -> str | None:
         try:
-            meta = await self.metadata()
-        except IdpError:
+            async with asyncio.timeout(IDP_BUDGET_S):
+                meta = await self.metadata()
+        except (IdpError, TimeoutError):
             return None
         if not meta.end_session_endpoint:
             return None

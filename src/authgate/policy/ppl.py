@@ -465,6 +465,12 @@ class _Blocks:
     denies: list[Node] = field(default_factory=list)
 
     def add_document(self, document: object, where: str) -> None:
+        try:
+            self._add_document(document, where)
+        except RecursionError:
+            raise ConfigError(where, "is nested too deeply", "flatten the policy") from None
+
+    def _add_document(self, document: object, where: str) -> None:
         rules: Iterable[object]
         if document is None:
             rules = []
