@@ -76,7 +76,7 @@ def raw_request(
 ) -> RawResponse:
     """Write `request` (request line, header lines, blank line, body) exactly as given.
 
-    Envoy's bare 503 (its ext_authz timeout, 1 s) is retried twice: on a loaded machine a
+    Envoy's bare 503 (its ext_authz timeout) is retried twice: on a loaded machine a
     Check can take that long. A crash in authgate fails every retry, and the stack's log is
     checked for failed Checks after each test (`assert_stack_healthy`)."""
     for attempt in range(3):

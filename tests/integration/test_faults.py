@@ -2,7 +2,7 @@
 
 * authz workers killed: Envoy answers 503 at once and the upstream gets nothing; a worker
   started again on the same socket serves again, with the same Envoy process.
-* a worker that hangs (SIGSTOP): Envoy's ext_authz timeout answers 503, never an allow.
+* a worker that hangs (SIGSTOP): Envoy's ext_authz timeout (3 s) answers 503, never an allow.
 * the IdP down: existing sessions go on working; a login that needs the IdP gets authgate's
   error page (JSON for API clients) at once.
 * an upstream down or slow: Envoy's 503/504, and authz is unaffected.
@@ -139,7 +139,7 @@ def test_authz_killed_503_at_once_then_restarted_without_restarting_envoy(tmp_pa
                     answer = client.get(url)
                     took.append(time.monotonic() - started)
                     assert answer.status_code == 503
-                # at once: no wait for Envoy's 1 s ext_authz timeout (a refused connection)
+                # at once: no wait for Envoy's ext_authz timeout (a refused connection)
                 assert min(took) < 0.5 and max(took) < 5, took
                 assert upstream.requests.snapshot() == []
 
@@ -320,10 +320,10 @@ def test_hung_workers_mean_503_never_allow(faults: FaultStack) -> None:
                 (faults.url("app.test", "/hung-anon"), api),
                 (faults.url("app.test", "/hung-alice"), browser),
                 (faults.url("authenticate.test", "/"), api),
-            ] * 2:
+            ]:
                 answer, took = _timed(client, url)
                 assert answer.status_code == 503, (url, answer.status_code)
-                assert took < 5  # Envoy's ext_authz timeout (1 s), not a hang
+                assert took < 8  # Envoy's ext_authz timeout (3 s), not a hang
         assert faults.app.requests.snapshot() == []
         # resumed: the same workers serve again
         _wait_for(
@@ -339,10 +339,10 @@ def test_one_hung_worker_of_two_never_turns_into_an_allow(faults: FaultStack) ->
     faults.app.clear()
     seen: set[int] = set()
     with faults.client(accept="application/json") as api, stopped(pids[:1]):
-        for i in range(8):
+        for i in range(6):
             answer, took = _timed(api, faults.url("app.test", f"/half-{i}"))
             seen.add(answer.status_code)
-            assert answer.status_code in (401, 503) and took < 5, answer.status_code
+            assert answer.status_code in (401, 503) and took < 8, answer.status_code
     assert seen <= {401, 503}
     assert faults.app.requests.snapshot() == []
 

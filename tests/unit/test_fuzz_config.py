@@ -28,9 +28,8 @@ TMP = Path(tempfile.mkdtemp(prefix="authgate-fuzz-"))
 scalars = (
     st.none()
     | st.booleans()
-    # (bounded until huge durations are a ConfigError: see the xfail below)
-    | st.integers(-(10**12), 10**12)
-    | st.floats(-1e12, 1e12)
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
     | st.text(max_size=40)
     | st.sampled_from(
         [
