@@ -191,8 +191,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     err = [[m["sat_rps"] - m["sat_rps_min"] for m in med],
            [m["sat_rps_max"] - m["sat_rps"] for m in med]]
     ax1.bar(xs, rps, yerr=err, capsize=3, color=[colors[m["config"]] for m in med])
-    for x, value in zip(xs, rps, strict=True):
-        ax1.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
+    for x, m in zip(xs, med, strict=True):
+        ax1.text(x, m["sat_rps_max"], f"{m['sat_rps']:,.0f}\n", ha="center", va="bottom",
+                 fontsize=8)
+    ax1.set_ylim(0, max(m["sat_rps_max"] for m in med) * 1.12)
     ax1.set_xticks(list(xs), labels)
     ax1.set_ylabel("requests/s (median, bars: min–max)")
     ax1.set_title("Throughput at saturation")
