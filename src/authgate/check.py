@@ -22,7 +22,6 @@ from authgate.policy.analysis import (
     Reach,
     Visitor,
     any_allow,
-    criteria,
     decide,
     deciding_atoms,
     evaluate,
@@ -31,6 +30,7 @@ from authgate.policy.analysis import (
     opening_block,
     reach,
 )
+from authgate.policy.ppl import criteria
 
 SEVERITIES = ("error", "warning", "info")
 

@@ -24,8 +24,7 @@ import grpc
 import httpx
 import pytest
 
-from authgate._pb.envoy.service.auth.v3 import external_auth_pb2_grpc
-from authgate.authz.server import AuthorizationServicer
+from authgate.authz.server import AuthorizationServicer, add_servicer
 from authgate.authz.state import AuthzState
 from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import build_runtime
@@ -100,9 +99,7 @@ class Authz:
 
     async def _start(self) -> None:
         self._server = grpc.aio.server()
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            AuthorizationServicer(self.state), self._server
-        )
+        add_servicer(self._server, AuthorizationServicer(self.state))
         self._server.add_insecure_port(f"unix:{self.socket_path}")
         await self._server.start()
 

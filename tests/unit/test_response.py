@@ -19,6 +19,7 @@ from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import build_runtime, settings_from_mapping
 from authgate.session import SealedBox, Session, SessionCodec
+from tests.support.checks import check_request
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
@@ -98,28 +99,6 @@ def test_grpc_status_of_a_denied_response(status: int, code: int) -> None:
 
 
 # ---- CheckRequest -> RequestContext --------------------------------------------------------
-
-
-def check_request(
-    route_id: str,
-    host: str,
-    path: str = "/",
-    headers: dict[str, str] | None = None,
-    kind: str = "route",
-    method: str = "GET",
-    scheme: str = "http",
-    source: str = "10.0.0.7",
-) -> external_auth_pb2.CheckRequest:
-    request = external_auth_pb2.CheckRequest()
-    http = request.attributes.request.http
-    http.method = method
-    http.scheme = scheme
-    http.host = host
-    http.path = path
-    http.headers.update(headers or {})
-    request.attributes.context_extensions.update({"route_id": route_id, "kind": kind})
-    request.attributes.source.address.socket_address.address = source
-    return request
 
 
 def test_request_context_from_a_check_request() -> None:
@@ -537,22 +516,6 @@ async def test_jwks_is_served_on_route_hosts(state: AuthzState) -> None:
     assert decision.status == 200
     assert json.loads(decision.body) == state.signer.jwks
     assert dict(decision.headers)["content-type"] == "application/json"
-
-
-def test_allow_response_memo_is_bounded_and_reused() -> None:
-    from authgate.authz.response import _AllowResponses
-
-    memo = _AllowResponses(limit=50)
-    first = Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),), remove_headers=("x-a",))
-    built = memo.get(first)
-    assert (
-        memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", "t0"),), remove_headers=("x-a",)))
-        is built
-    )
-    for i in range(1000):
-        memo.get(Allow(set_headers=(("x-pomerium-jwt-assertion", f"t{i}"),)))
-    assert len(memo) == 50
-    assert built.ok_response.headers[0].header.value == "t0"
 
 
 async def test_403_reason_only_when_the_route_shows_error_details(state: AuthzState) -> None:

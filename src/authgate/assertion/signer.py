@@ -67,11 +67,27 @@ class AssertionSigner:
         groups: tuple[str, ...],
         now: float | None = None,
     ) -> str:
+        return self.signed_for(
+            sid=sid, audience=audience, user=user, email=email, name=name, groups=groups, now=now
+        )[0]
+
+    def signed_for(
+        self,
+        *,
+        sid: str,
+        audience: str,
+        user: str,
+        email: str,
+        name: str,
+        groups: tuple[str, ...],
+        now: float | None = None,
+    ) -> tuple[str, int]:
+        """The assertion and the time until which it is handed out again (then re-signed)."""
         now_i = int(time.time() if now is None else now)
         key = (sid, audience)
         cached = self._cache.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
-            return cached[0]
+            return cached[0], cached[1] - REUSE_MARGIN_S
         exp = now_i + ASSERTION_LIFETIME_S
         token = self.sign(
             {
@@ -92,7 +108,7 @@ class AssertionSigner:
         self._cache[key] = (token, exp)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return token
+        return token, exp - REUSE_MARGIN_S
 
     @property
     def cached(self) -> int:

@@ -1,5 +1,6 @@
 """A request for an application route: session -> policy -> forward with identity, or not."""
 
+import math
 import re
 import secrets
 import time
@@ -47,21 +48,26 @@ def forward(
 ) -> Allow:
     """Forward with every client-sent identity header removed and ours set (overwrite)."""
     set_headers: list[tuple[str, str]] = []
+    # The same request gets the same answer until the session ends or the assertion is
+    # re-signed. A session cookie that is no session now is not cached (it may be one later).
+    if session is not None:
+        until = float(session.expires_at)
+    elif first_cookie(ctx.cookies, state.session_cookie) is None:
+        until = math.inf
+    else:
+        until = 0.0
     if session is not None and route.route.pass_identity_headers:
         ident = session.identity
-        set_headers.append(
-            (
-                ASSERTION_HEADER,
-                state.signer.assertion_for(
-                    sid=session.sid,
-                    audience=route.hostname,
-                    user=ident.user,
-                    email=ident.email,
-                    name=ident.name,
-                    groups=ident.groups,
-                ),
-            )
+        assertion, reuse_until = state.signer.signed_for(
+            sid=session.sid,
+            audience=route.hostname,
+            user=ident.user,
+            email=ident.email,
+            name=ident.name,
+            groups=ident.groups,
         )
+        until = min(until, reuse_until)
+        set_headers.append((ASSERTION_HEADER, assertion))
         set_headers += [
             ("x-pomerium-claim-email", _header_value(ident.email)),
             ("x-pomerium-claim-user", _header_value(ident.user)),
@@ -77,7 +83,7 @@ def forward(
             set_headers.append(("cookie", stripped))
         else:
             remove.append("cookie")
-    return Allow(set_headers=tuple(set_headers), remove_headers=tuple(remove))
+    return Allow(set_headers=tuple(set_headers), remove_headers=tuple(remove), until=until)
 
 
 def login_redirect(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:

@@ -9,6 +9,9 @@ class Allow:
 
     set_headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
+    # Until when the same request would get this same answer (the session's end, the assertion's
+    # re-signing); 0: never reuse it.
+    until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,5 @@
 """The one place a Decision becomes an Envoy CheckResponse."""
 
-from collections import OrderedDict
-
 from google.rpc import code_pb2, status_pb2
 
 from authgate._pb.envoy.config.core.v3 import base_pb2
@@ -21,39 +19,15 @@ def _header(name: str, value: str, action: int) -> base_pb2.HeaderValueOption:
     )
 
 
-class _AllowResponses:
-    """Bounded memo of built OK responses: a signed-in user's requests repeat the same Allow
-    (same assertion, same headers) until the assertion is re-signed."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._memo: OrderedDict[Allow, external_auth_pb2.CheckResponse] = OrderedDict()
-
-    def get(self, decision: Allow) -> external_auth_pb2.CheckResponse:
-        response = self._memo.get(decision)
-        if response is None:
-            response = external_auth_pb2.CheckResponse(
-                status=_OK,
-                ok_response=external_auth_pb2.OkHttpResponse(
-                    headers=[_header(k, v, _OVERWRITE) for k, v in decision.set_headers],
-                    headers_to_remove=list(decision.remove_headers),
-                ),
-            )
-            self._memo[decision] = response
-            if len(self._memo) > self.limit:
-                self._memo.popitem(last=False)
-        return response
-
-    def __len__(self) -> int:
-        return len(self._memo)
-
-
-allow_responses = _AllowResponses(limit=10_000)
-
-
 def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     if isinstance(decision, Allow):
-        return allow_responses.get(decision)
+        return external_auth_pb2.CheckResponse(
+            status=_OK,
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[_header(k, v, _OVERWRITE) for k, v in decision.set_headers],
+                headers_to_remove=list(decision.remove_headers),
+            ),
+        )
     return _denied(decision)
 
 

@@ -10,7 +10,8 @@ import grpc
 import structlog
 import uvloop
 
-from authgate._pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authgate._pb.envoy.service.auth.v3 import external_auth_pb2
+from authgate.authz.decision import Allow
 from authgate.authz.response import to_check_response
 from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
@@ -19,21 +20,47 @@ from authgate.config import RuntimeConfig
 log = structlog.get_logger("authgate.authz")
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+class AuthorizationServicer:
+    """Check answers with serialized CheckResponse bytes (the memo keeps them serialized)."""
+
     def __init__(self, state: AuthzState) -> None:
         self.state = state
+        self.memo = state.allow_memo
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
-    ) -> external_auth_pb2.CheckResponse:
+    ) -> bytes:
         try:
+            key = self.memo.key(request.attributes)
+            if key is not None:
+                answer = self.memo.get(key)
+                if answer is not None:
+                    return answer
             decision = await decide(self.state, request_context(request))
-            return to_check_response(decision)
+            serialized: bytes = to_check_response(decision).SerializeToString()
+            if key is not None and isinstance(decision, Allow):
+                self.memo.put(key, serialized, decision.until)
+            return serialized
         except Exception:
             # Fail closed: Envoy turns a gRPC error into 503 (status_on_error), never an allow.
             log.exception("check_failed", path=request.attributes.request.http.path)
             await context.abort(grpc.StatusCode.INTERNAL, "authorization error")
             raise
+
+
+def add_servicer(server: grpc.aio.Server, servicer: AuthorizationServicer) -> None:
+    """Like the generated add_AuthorizationServicer_to_server, minus the response serializer:
+    Check returns bytes already."""
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def _grpc_address(listen: str) -> str:
@@ -50,9 +77,7 @@ async def serve(
     """Serve Check on `listen` (unix:/path.sock or host:port) until SIGTERM/SIGINT."""
     state = state or AuthzState.build(cfg, shared_dir=shared_dir)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-        AuthorizationServicer(state), server
-    )
+    add_servicer(server, AuthorizationServicer(state))
     address = _grpc_address(listen)
     if address.startswith("unix:"):
         Path(address.removeprefix("unix:")).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from authgate.assertion import AssertionSigner
+from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.oidc import OidcClient
 from authgate.session import SealedBox, SessionCodec
@@ -79,6 +80,7 @@ class AuthzState:
     handoff_box: SealedBox  # authenticate host -> route host session hand-off
     signout_box: SealedBox  # route host -> authenticate host sign-out
     csrf_box: SealedBox
+    allow_memo: AllowMemo
     seen_handoffs: SeenTokens = field(default_factory=SeenTokens)
     # Policies with date/time criteria read this; tests inject a fixed clock.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -109,6 +111,7 @@ class AuthzState:
             seen_handoffs=SeenTokens(directory=shared_dir / "handoffs" if shared_dir else None),
             clock=clock or (lambda: datetime.now(UTC)),
             cfg=cfg,
+            allow_memo=AllowMemo.for_config(cfg),
             sessions=SessionCodec(key),
             signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
             oidc=OidcClient(

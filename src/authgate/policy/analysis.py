@@ -23,6 +23,7 @@ from authgate.policy.ppl import (
     SCOPE_NETWORK,
     CompiledPolicy,
     Node,
+    criteria,
     criterion_scope,
 )
 
@@ -30,13 +31,6 @@ MAX_FREE_ATOMS = 14
 ATTACKER_IP = "203.0.113.7"  # TEST-NET-3: outside any network a policy would name on purpose
 
 Valuation = dict[str, bool]
-
-
-def criteria(node: Node) -> Iterator[Node]:
-    if node.kind == "criterion":
-        yield node
-    for child in node.children:
-        yield from criteria(child)
 
 
 def atoms_of(policy: CompiledPolicy) -> dict[str, Node]:

@@ -15,7 +15,7 @@ of a decision (`CompiledPolicy.explain()`) walks the same tree separately.
 """
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -523,6 +523,22 @@ class CompiledPolicy:
     def explain(self, inp: PolicyInput) -> Explanation:
         """Why `allowed(inp)` is what it is (slow path: 403 details and `authgate explain`)."""
         return explain_policy(self, inp)
+
+    def scopes(self) -> frozenset[str]:
+        """The kinds of input (SCOPE_*) its criteria read: what a cached answer must be keyed on."""
+        return frozenset(
+            criterion_scope(node.name)
+            for block in (*self.allows, *self.denies)
+            for node in criteria(block)
+        )
+
+
+def criteria(node: Node) -> Iterator[Node]:
+    """Every criterion under `node`."""
+    if node.kind == "criterion":
+        yield node
+    for child in node.children:
+        yield from criteria(child)
 
 
 def compile_policy(document: object, where: str = "policy") -> CompiledPolicy:

@@ -1,0 +1,108 @@
+"""The fast path: a signed-in user's requests repeat, so their OK answers are kept, serialized.
+
+A key holds every input the answer depends on: the route, the whole Cookie header (the session,
+and the cookies to strip), the header names (which spoofed ones to remove), and what the route's
+policy reads besides the identity (method and path, client address, CORS headers). A policy with
+date/time criteria is never cached. An entry ends when the session does or the assertion in it is
+due to be re-signed, whichever is first; only allows are kept, every refusal takes the full path.
+Keys are read straight from the CheckRequest, without building a RequestContext: on a hit, that
+is all the Python a Check runs.
+"""
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
+from authgate.config import RuntimeConfig
+from authgate.policy.ppl import (
+    SCOPE_CORS,
+    SCOPE_INTERNAL,
+    SCOPE_NETWORK,
+    SCOPE_REQUEST,
+    SCOPE_TIME,
+    CompiledPolicy,
+)
+
+Key = tuple[object, ...]
+_CORS_HEADERS = ("origin", "access-control-request-method")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """Which request inputs, besides route, cookies and header names, a route's answer reads."""
+
+    request: bool = False  # method and path
+    network: bool = False  # client address
+    cors: bool = False  # method, Origin and Access-Control-Request-Method values
+
+
+def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
+    """None for a policy whose answer changes with the clock alone."""
+    scopes = policy.scopes()
+    if SCOPE_TIME in scopes:
+        return None
+    return KeyPlan(
+        request=bool(scopes & {SCOPE_REQUEST, SCOPE_INTERNAL}),
+        network=SCOPE_NETWORK in scopes,
+        cors=SCOPE_CORS in scopes,
+    )
+
+
+class AllowMemo:
+    """Bounded LRU of serialized OK answers, each with the time it stops being valid."""
+
+    def __init__(self, plans: dict[str, KeyPlan], limit: int = 10_000) -> None:
+        self.limit = limit
+        self._plans = plans
+        self._entries: OrderedDict[Key, tuple[bytes, float]] = OrderedDict()
+
+    @classmethod
+    def for_config(cls, cfg: RuntimeConfig, limit: int = 10_000) -> "AllowMemo":
+        plans = {}
+        for route_id, route in cfg.routes_by_id.items():
+            plan = plan_for(route.policy)
+            if plan is not None:
+                plans[route_id] = plan
+        return cls(plans, limit)
+
+    def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
+        """The request's key, or None when its answer is never cached."""
+        ext = attrs.context_extensions
+        if ext.get("kind") != "route":
+            return None
+        route_id = ext.get("route_id", "")
+        plan = self._plans.get(route_id)
+        if plan is None:
+            return None
+        http = attrs.request.http
+        headers = http.headers
+        key: Key = (route_id, headers.get("cookie"), tuple(headers))
+        if plan.request:
+            key += (http.method, http.path.partition("?")[0])
+        if plan.network:
+            key += (attrs.source.address.socket_address.address,)
+        if plan.cors:
+            key += (http.method, *(headers.get(h) for h in _CORS_HEADERS))
+        return key
+
+    def get(self, key: Key) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if time.time() < entry[1]:
+            self._entries.move_to_end(key)
+            return entry[0]
+        del self._entries[key]
+        return None
+
+    def put(self, key: Key, answer: bytes, until: float) -> None:
+        if until <= time.time():
+            return
+        self._entries[key] = (answer, until)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
