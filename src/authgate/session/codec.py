@@ -1,5 +1,6 @@
 """The session cookie: a Session sealed for one route host, decoded with a bounded cache."""
 
+import hashlib
 import time
 from collections import OrderedDict
 
@@ -12,7 +13,8 @@ class SessionCodec:
 
     def __init__(self, master: bytes, cache_size: int = 10_000) -> None:
         self._box = SealedBox(master, "authgate session v1")
-        self._cache: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        # Keyed by a digest of the cookie: 16 bytes a session instead of the whole cookie.
+        self._cache: OrderedDict[tuple[bytes, str], Session] = OrderedDict()
         self._cache_size = cache_size
 
     def encode(self, session: Session, host: str) -> str:
@@ -20,7 +22,8 @@ class SessionCodec:
 
     def decode(self, value: str, host: str, now: float | None = None) -> Session | None:
         now = time.time() if now is None else now
-        key = (value, host)
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = (digest, host)
         session = self._cache.get(key)
         if session is None:
             payload = self._box.open(value, bound_to=host)
