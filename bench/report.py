@@ -56,13 +56,18 @@ def table(results: dict[str, Any]) -> str:
 
 
 def targets_table(results: dict[str, Any]) -> str:
-    rows = ["| target | measured | limit | result |", "|---|---|---|---|"]
+    rows = ["| target | measured | limit | no-op floor (2) | result |", "|---|---|---|---|---|"]
     for t in results.get("targets", []):
         sign = "≥" if t["at_least"] else "≤"
-        value = _num(t["value"], "{:.2f}" if t["unit"] == "ms" else "{:.0f}")
+        fmt = "{:.2f}" if t["unit"] == "ms" else "{:.0f}"
+        value = _num(t["value"], fmt)
+        floor = t.get("floor")
         verdict = {True: "pass", False: "**FAIL**", None: "not measured"}[t["passed"]]
+        if t["passed"] is False and floor is not None and floor > t["limit"]:
+            verdict += " (the no-op floor is above the limit too)"
+        floor_text = f"{_num(floor, fmt)} {t['unit']}" if floor is not None else "–"
         rows.append(f"| {t['target']} | {value} {t['unit']} | {sign} {t['limit']:g} {t['unit']} "
-                    f"| {verdict} |")
+                    f"| {floor_text} | {verdict} |")
     return "\n".join(rows)
 
 

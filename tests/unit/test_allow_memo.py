@@ -180,6 +180,7 @@ async def test_an_answer_ends_with_its_session(monkeypatch: pytest.MonkeyPatch) 
     answer = await via_check(state, servicer, request)
     assert answer.denied_response.status.code == 401
     assert len(state.allow_memo) == 0
+    assert state.allow_memo.bytes == 0
 
 
 async def test_an_answer_ends_when_its_assertion_is_due_for_re_signing(
@@ -222,6 +223,27 @@ async def test_the_memo_is_bounded() -> None:
     # The oldest were dropped, the newest are still served.
     assert (await via_check(state, servicer, app_request(state, cookies[0]))).status.code == 0
     assert len(state.allow_memo) == 50
+
+
+async def test_the_memo_is_bounded_in_bytes_when_clients_send_large_headers() -> None:
+    state = make_state()
+    state.allow_memo = AllowMemo.for_config(state.cfg, max_bytes=64 * 1024)
+    servicer = AuthorizationServicer(state)
+    cookie = cookie_for(state, "app")
+
+    def padded(i: int, size: int) -> Any:
+        # A different, large Cookie header each time: the client chooses its size.
+        jar = f"pad{i}={'x' * size}; {state.session_cookie}={cookie}"
+        return check_request("app", APP, "/", {"cookie": jar})
+
+    for i in range(200):
+        assert (await via_check(state, servicer, padded(i, 2000))).status.code == code_pb2.OK
+        assert state.allow_memo.bytes <= 64 * 1024
+    assert 0 < len(state.allow_memo) < 200
+    kept = len(state.allow_memo)
+    answer = await via_check(state, servicer, padded(999, 20_000))  # larger than an entry may be
+    assert answer.status.code == code_pb2.OK
+    assert len(state.allow_memo) == kept
 
 
 # ---- differential: any sequence of requests, memo or not, gets the same answers ------------

@@ -6,7 +6,9 @@ policy reads besides the identity (method and path, client address, CORS headers
 date/time criteria is never cached. An entry ends when the session does or the assertion in it is
 due to be re-signed, whichever is first; only allows are kept, every refusal takes the full path.
 Keys are read straight from the CheckRequest, without building a RequestContext: on a hit, that
-is all the Python a Check runs.
+is all the Python a Check runs. Keys are exact (no digest that could collide); the memo is
+bounded both in entries and in bytes, since a client chooses the size of its Cookie header and
+header names (up to Envoy's 60 KiB).
 """
 
 import time
@@ -26,6 +28,20 @@ from authgate.policy.ppl import (
 
 Key = tuple[object, ...]
 _CORS_HEADERS = ("origin", "access-control-request-method")
+MAX_ENTRIES = 10_000
+MAX_BYTES = 24 * 1024 * 1024  # keys and answers together, per worker
+MAX_ENTRY_BYTES = 16 * 1024  # a larger request or answer always takes the full path
+
+
+def weight(key: Key, answer: bytes) -> int:
+    """Bytes of text an entry holds (what a client can make large)."""
+    size = len(answer)
+    for part in key:
+        if isinstance(part, str):
+            size += len(part)
+        elif isinstance(part, tuple):
+            size += sum(len(name) for name in part)
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +66,28 @@ def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
 
 
 class AllowMemo:
-    """Bounded LRU of serialized OK answers, each with the time it stops being valid."""
+    """LRU of serialized OK answers, each with the time it stops being valid; at most `limit`
+    entries and `max_bytes` of keys and answers."""
 
-    def __init__(self, plans: dict[str, KeyPlan], limit: int = 10_000) -> None:
+    def __init__(
+        self, plans: dict[str, KeyPlan], limit: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._plans = plans
-        self._entries: OrderedDict[Key, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[Key, tuple[bytes, float, int]] = OrderedDict()
 
     @classmethod
-    def for_config(cls, cfg: RuntimeConfig, limit: int = 10_000) -> "AllowMemo":
+    def for_config(
+        cls, cfg: RuntimeConfig, limit: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES
+    ) -> "AllowMemo":
         plans = {}
         for route_id, route in cfg.routes_by_id.items():
             plan = plan_for(route.policy)
             if plan is not None:
                 plans[route_id] = plan
-        return cls(plans, limit)
+        return cls(plans, limit, max_bytes)
 
     def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
         """The request's key, or None when its answer is never cached."""
@@ -94,15 +117,20 @@ class AllowMemo:
             self._entries.move_to_end(key)
             return entry[0]
         del self._entries[key]
+        self.bytes -= entry[2]
         return None
 
     def put(self, key: Key, answer: bytes, until: float) -> None:
-        if until <= time.time():
+        size = weight(key, answer)
+        if until <= time.time() or size > min(MAX_ENTRY_BYTES, self.max_bytes):
             return
-        self._entries[key] = (answer, until)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self._entries[key] = (answer, until, size)
+        self.bytes += size
+        while len(self._entries) > self.limit or self.bytes > self.max_bytes:
+            self.bytes -= self._entries.popitem(last=False)[1][2]
 
     def __len__(self) -> int:
         return len(self._entries)
