@@ -68,7 +68,7 @@ def issue(signer: AssertionSigner, now: float | None = None, **overrides: Any) -
         "groups": ("admins", "devs"),
     }
     args.update(overrides)
-    return signer.assertion_for(now=now, **args)
+    return signer.signed_for(now=now, **args)[0]
 
 
 def verify(signer: AssertionSigner, token: str, audience: str = AUDIENCE) -> dict[str, Any]:
@@ -201,6 +201,18 @@ def test_token_is_reused_for_the_same_session_and_audience(signer: AssertionSign
     assert issue(signer, now=T0 + 1) == first
     assert issue(signer, now=T0 + 100) == first
     assert issue(signer, now=T0 + ASSERTION_LIFETIME_S - REUSE_MARGIN_S - 1) == first
+
+
+def test_signed_for_says_until_when_the_token_is_handed_out(signer: AssertionSigner) -> None:
+    args: dict[str, Any] = {
+        "sid": "sid-9", "audience": AUDIENCE, "user": "u", "email": "", "name": "", "groups": ()
+    }
+    token, until = signer.signed_for(now=T0, **args)
+    assert until == T0 + ASSERTION_LIFETIME_S - REUSE_MARGIN_S
+    assert signer.signed_for(now=until - 1, **args) == (token, until)
+    renewed, later = signer.signed_for(now=until, **args)
+    assert renewed != token
+    assert later == until + ASSERTION_LIFETIME_S - REUSE_MARGIN_S
 
 
 def test_token_is_resigned_close_to_exp(signer: AssertionSigner) -> None:

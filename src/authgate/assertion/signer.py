@@ -56,21 +56,6 @@ class AssertionSigner:
     def sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
-    def assertion_for(
-        self,
-        *,
-        sid: str,
-        audience: str,
-        user: str,
-        email: str,
-        name: str,
-        groups: tuple[str, ...],
-        now: float | None = None,
-    ) -> str:
-        return self.signed_for(
-            sid=sid, audience=audience, user=user, email=email, name=name, groups=groups, now=now
-        )[0]
-
     def signed_for(
         self,
         *,
