@@ -1,23 +1,20 @@
-"""A real Envoy from a generated bootstrap, with a minimal grpc.aio ext_authz server and a tiny
-HTTP upstream, both on Unix sockets: OK reaches the upstream; authz down or slow => 503 and the
+"""A real Envoy from a generated bootstrap, with a minimal grpc.aio ext_authz server and the
+sample upstream, both on Unix sockets: OK reaches the upstream; authz down or slow => 503 and the
 upstream sees nothing (fail closed)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
-import json
 import os
 import shutil
 import socket
-import socketserver
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from authgate._pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import build_runtime
 from authgate.envoy import EnvoyProcess, build_bootstrap
+from tests.support.upstream import SampleUpstream
 
 # ---------------------------------------------------------------------------- the fake authz
 
@@ -106,47 +104,6 @@ class FakeAuthz:
         self._thread.join(5)
 
 
-# ---------------------------------------------------------------------------- the upstream
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class _EchoHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _UnixHTTPServer
-
-    def do_GET(self) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.server.seen.append({"path": self.path, "headers": headers})  # type: ignore[attr-defined]
-        body = json.dumps({"path": self.path, "headers": headers}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@dataclass
-class Upstream:
-    socket_path: Path
-    seen: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._server = _UnixHTTPServer(str(self.socket_path), _EchoHandler)
-        self._server.seen = self.seen  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 # ---------------------------------------------------------------------------- fixtures
 
 
@@ -161,7 +118,7 @@ class Stack:
     port: int
     envoy: EnvoyProcess
     authz: FakeAuthz
-    upstream: Upstream
+    upstream: SampleUpstream
 
     def get(self, path: str, host: str = "app.test", **headers: str) -> httpx.Response:
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", trust_env=False,
@@ -180,7 +137,7 @@ def short_dir() -> Iterator[Path]:
 @pytest.fixture
 def stack(short_dir: Path) -> Iterator[Stack]:
     port = free_port()
-    upstream = Upstream(short_dir / "app.sock")
+    upstream = SampleUpstream(unix_path=short_dir / "app.sock").start()
     authz = FakeAuthz(short_dir / "authz.sock")
     authz.start()
     settings = settings_from_mapping({
@@ -191,7 +148,7 @@ def stack(short_dir: Path) -> Iterator[Stack]:
         "idp_client_id": "authgate",
         "idp_client_secret": "secret",
         "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
-        "routes": [{"from": f"http://app.test:{port}", "to": f"unix://{upstream.socket_path}",
+        "routes": [{"from": f"http://app.test:{port}", "to": f"unix://{upstream.unix_path}",
                     "id": "app", "allow_any_authenticated_user": True}],
     }, environ={})
     doc = build_bootstrap(build_runtime(settings, warn=False), [f"unix:{authz.socket_path}"],
@@ -203,7 +160,7 @@ def stack(short_dir: Path) -> Iterator[Stack]:
             yield Stack(port, envoy, authz, upstream)
     finally:
         authz.close()
-        upstream.close()
+        upstream.stop()
 
 
 # ---------------------------------------------------------------------------- tests
@@ -213,12 +170,12 @@ def test_allowed_request_reaches_upstream_with_authz_headers(stack: Stack) -> No
     response = stack.get("/hello?x=1", X_Pomerium_Claim_Email="evil@example.com",
                          **{"x-pomerium-claim-groups": "admins"})
     assert response.status_code == 200, response.text
-    (seen,) = stack.upstream.seen
-    assert seen["path"] == "/hello?x=1"
-    assert seen["headers"]["x-authz"] == "ok"
-    assert seen["headers"]["host"] == f"app.test:{stack.port}"  # unix upstream keeps Host
+    (seen,) = stack.upstream.requests
+    assert seen.path == "/hello?x=1"
+    assert seen.header("x-authz") == "ok"
+    assert seen.host == f"app.test:{stack.port}"  # unix upstream keeps Host
     # Underscore variants are dropped by Envoy before anyone sees them.
-    assert not any("_" in name for name in seen["headers"])
+    assert not any("_" in name for name, _ in seen.headers)
     (check,) = stack.authz.seen
     assert check.context == {"route_id": "app", "kind": "route"}
     assert check.host == f"app.test:{stack.port}"
@@ -229,7 +186,7 @@ def test_allowed_request_reaches_upstream_with_authz_headers(stack: Stack) -> No
 def test_internal_paths_go_to_authz_never_upstream(stack: Stack) -> None:
     response = stack.get("/.well-known/pomerium/jwks.json")
     assert response.status_code == 404  # our fake authz allows; the direct_response answers
-    assert stack.upstream.seen == []
+    assert not stack.upstream.requests
     assert stack.authz.seen[0].context == {"route_id": "app", "kind": "internal"}
     assert stack.get("/", host="authenticate.test").status_code == 404
     assert stack.authz.seen[1].context == {"route_id": "__authenticate__", "kind": "authenticate"}
@@ -237,7 +194,7 @@ def test_internal_paths_go_to_authz_never_upstream(stack: Stack) -> None:
 
 def test_unknown_host_is_envoys_404_without_authz(stack: Stack) -> None:
     assert stack.get("/", host="unknown.test").status_code == 404
-    assert stack.authz.seen == [] and stack.upstream.seen == []
+    assert stack.authz.seen == [] and not stack.upstream.requests
 
 
 def test_authz_down_fails_closed(stack: Stack) -> None:
@@ -246,7 +203,7 @@ def test_authz_down_fails_closed(stack: Stack) -> None:
     for _ in range(3):
         response = stack.get("/after")
         assert response.status_code == 503
-    assert [s["path"] for s in stack.upstream.seen] == ["/before"]
+    assert [r.path for r in stack.upstream.requests] == ["/before"]
 
 
 def test_authz_timeout_fails_closed(stack: Stack) -> None:
@@ -254,7 +211,7 @@ def test_authz_timeout_fails_closed(stack: Stack) -> None:
     response = stack.get("/slow")
     assert response.status_code == 503
     assert time.monotonic() - started < 2.5  # the 0.5s authz timeout, not the 3s sleep
-    assert stack.upstream.seen == []
+    assert not stack.upstream.requests
 
 
 def test_admin_endpoint_answers_over_unix_socket(stack: Stack) -> None:

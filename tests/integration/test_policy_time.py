@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import os
 import shutil
 import socket
-import socketserver
 import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import build_runtime
 from authgate.envoy import EnvoyProcess, build_bootstrap
 from authgate.session import Session
+from tests.support.upstream import SampleUpstream
 
 WINDOW = {"timezone": "Europe/Berlin", "after": "09:00", "before": "17:00"}
 INSIDE = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)  # 10:30 in Berlin
@@ -45,42 +44,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _UnixHTTPServer
-
-    def do_GET(self) -> None:
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
-        body = b"hello from the upstream\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@dataclass
-class Upstream:
-    socket_path: Path
-    seen: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._server = _UnixHTTPServer(str(self.socket_path), _Handler)
-        self._server.seen = self.seen  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Authz:
@@ -129,7 +92,7 @@ def free_port() -> int:
 class Stack:
     port: int
     clock: Clock
-    upstream: Upstream
+    upstream: SampleUpstream
     state: AuthzState
 
     def get(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
@@ -137,6 +100,10 @@ class Stack:
             base_url=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=10
         ) as client:
             return client.get(path, headers={"host": f"{host}:{self.port}", **headers})
+
+    def seen(self) -> list[str]:
+        """The paths the upstream received."""
+        return [r.path for r in self.upstream.requests]
 
     def cookie_for(self, host: str, email: str) -> str:
         session = Session.from_claims({"sub": email, "email": email}, 3600)
@@ -148,7 +115,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     work = Path(tempfile.mkdtemp(prefix="ag-tod-", dir="/tmp"))  # short Unix socket paths
     port = free_port()
-    upstream = Upstream(work / "app.sock")
+    upstream = SampleUpstream(unix_path=work / "app.sock").start()
     settings = settings_from_mapping(
         {
             "address": f"127.0.0.1:{port}",
@@ -161,12 +128,12 @@ def stack() -> Iterator[Stack]:
             "routes": [
                 {
                     "from": f"http://office.test:{port}",
-                    "to": f"unix://{upstream.socket_path}",
+                    "to": f"unix://{upstream.unix_path}",
                     "policy": {"allow": {"and": [{"time_of_day": WINDOW}]}},
                 },
                 {
                     "from": f"http://staff.test:{port}",
-                    "to": f"unix://{upstream.socket_path}",
+                    "to": f"unix://{upstream.unix_path}",
                     "policy": {
                         "allow": {
                             "and": [{"domain": {"is": "example.com"}}, {"time_of_day": WINDOW}]
@@ -187,46 +154,46 @@ def stack() -> Iterator[Stack]:
         with Authz(state, work / "authz.sock"), EnvoyProcess(doc, workdir=work / "envoy"):
             yield Stack(port, clock, upstream, state)
     finally:
-        upstream.close()
+        upstream.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
 def test_anonymous_inside_and_outside_the_window(stack: Stack) -> None:
     stack.clock.now = INSIDE
     assert stack.get("office.test", "/in").status_code == 200
-    assert stack.upstream.seen[-1] == "/in"
+    assert stack.upstream.requests[-1].path == "/in"
 
     stack.clock.now = OUTSIDE
     answer = stack.get("office.test", "/out", accept="application/json")
     assert answer.status_code == 401
-    assert "/out" not in stack.upstream.seen
+    assert "/out" not in stack.seen()
     browser = stack.get("office.test", "/out-browser", accept="text/html")
     assert browser.status_code == 302
     assert "/.pomerium/sign_in" in browser.headers["location"]
-    assert "/out-browser" not in stack.upstream.seen
+    assert "/out-browser" not in stack.seen()
 
     stack.clock.now = EDGE
     assert stack.get("office.test", "/edge", accept="application/json").status_code == 401
-    assert "/edge" not in stack.upstream.seen
+    assert "/edge" not in stack.seen()
 
     stack.clock.now = INSIDE  # the same worker lets requests in again: nothing was cached
     assert stack.get("office.test", "/again").status_code == 200
-    assert stack.upstream.seen[-1] == "/again"
+    assert stack.upstream.requests[-1].path == "/again"
 
 
 def test_signed_in_user_outside_the_window_gets_403(stack: Stack) -> None:
     cookie = stack.cookie_for("staff.test", "alice@example.com")
     stack.clock.now = INSIDE
     assert stack.get("staff.test", "/staff-in", cookie=cookie).status_code == 200
-    assert stack.upstream.seen[-1] == "/staff-in"
+    assert stack.upstream.requests[-1].path == "/staff-in"
 
     stack.clock.now = OUTSIDE
     answer = stack.get("staff.test", "/staff-out", cookie=cookie, accept="application/json")
     assert answer.status_code == 403
-    assert "/staff-out" not in stack.upstream.seen
+    assert "/staff-out" not in stack.seen()
 
     other = stack.cookie_for("staff.test", "eve@evil.org")
     stack.clock.now = INSIDE
     answer = stack.get("staff.test", "/eve", cookie=other, accept="application/json")
     assert answer.status_code == 403
-    assert "/eve" not in stack.upstream.seen
+    assert "/eve" not in stack.seen()
