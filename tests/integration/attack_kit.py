@@ -32,7 +32,7 @@ import pytest
 from authgate.config.runtime import generate_signing_key_b64
 from authgate.session import SealedBox, Session, SessionCodec
 from tests.support.certs import TestPKI, make_pki
-from tests.support.idp import TestIdP
+from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
 from tests.support.resolve import map_hosts
 from tests.support.stack import AuthgateStack, free_port
@@ -415,16 +415,7 @@ def start_hostile(workdir: Path) -> Iterator[HostileStack]:
     port = free_port()
     pki = make_pki(workdir / "tls", HOSTILE_HOSTS)
     idp = TestIdP(
-        clients=[
-            {
-                "client_id": "authgate",
-                "client_secret": "secret",
-                "redirect_uris": [f"https://authenticate.test:{port}/oauth2/callback"],
-                "post_logout_redirect_uris": [
-                    f"https://authenticate.test:{port}/.pomerium/signed_out"
-                ],
-            }
-        ],
+        clients=[authgate_client(port)],
         users=[*hostile_users(), *_trick_users()],
         extra_env={"IDP_TEST_CONTROL": "1"},
     )

@@ -15,7 +15,7 @@ import pytest
 
 from authgate.config.runtime import generate_signing_key_b64
 from tests.support.certs import TestPKI, make_pki
-from tests.support.idp import TestIdP
+from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
 from tests.support.resolve import map_hosts
 from tests.support.stack import AuthgateStack, free_port
@@ -103,18 +103,7 @@ def stack_config(
 def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
     port = free_port()
     pki = make_pki(workdir / "tls", HOSTS)
-    callback = f"https://authenticate.test:{port}/oauth2/callback"
-    signed_out = f"https://authenticate.test:{port}/.pomerium/signed_out"
-    idp = TestIdP(
-        clients=[
-            {
-                "client_id": "authgate",
-                "client_secret": "secret",
-                "redirect_uris": [callback],
-                "post_logout_redirect_uris": [signed_out],
-            }
-        ]
-    )
+    idp = TestIdP(clients=[authgate_client(port)])
     sock = Path(f"/tmp/ag-{os.getpid()}-{secrets.token_hex(3)}.sock")
     with idp:  # name mapping is per test (autouse fixture), never left on for the session
         jenkins = SampleUpstream(

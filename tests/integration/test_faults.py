@@ -33,7 +33,7 @@ import yaml
 from authgate.config.runtime import generate_signing_key_b64
 from authgate.envoy.process import EnvoyProcess
 from tests.support.certs import TestPKI, make_pki
-from tests.support.idp import TestIdP
+from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
 from tests.support.resolve import map_hosts
 from tests.support.stack import AuthgateStack, free_port
@@ -218,16 +218,7 @@ def fault_stack(workdir: Path, workers: int) -> Iterator[FaultStack]:
     port = free_port()
     pki = make_pki(workdir / "tls", HOSTS)
     idp = TestIdP(
-        clients=[
-            {
-                "client_id": "authgate",
-                "client_secret": "secret",
-                "redirect_uris": [f"https://authenticate.test:{port}/oauth2/callback"],
-                "post_logout_redirect_uris": [
-                    f"https://authenticate.test:{port}/.pomerium/signed_out"
-                ],
-            }
-        ]
+        clients=[authgate_client(port)]
     )
     with (
         map_hosts({"*.test": "127.0.0.1"}),
@@ -415,16 +406,7 @@ def test_idp_down_existing_sessions_work_and_new_logins_get_a_clear_error(tmp_pa
 
 
 def _clients(fs: FaultStack) -> list[dict[str, object]]:
-    return [
-        {
-            "client_id": "authgate",
-            "client_secret": "secret",
-            "redirect_uris": [f"https://authenticate.test:{fs.port}/oauth2/callback"],
-            "post_logout_redirect_uris": [
-                f"https://authenticate.test:{fs.port}/.pomerium/signed_out"
-            ],
-        }
-    ]
+    return [authgate_client(fs.port)]
 
 
 def _stop_before_callback(client: httpx.Client, page: httpx.Response) -> str:

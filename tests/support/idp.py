@@ -49,6 +49,16 @@ DEFAULT_USERS: tuple[dict[str, Any], ...] = (
 )
 
 
+def authgate_client(port: int, secret: str = "secret") -> dict[str, object]:
+    """authgate's client registration for a stack whose authenticate host is on `port`."""
+    return {
+        "client_id": "authgate",
+        "client_secret": secret,
+        "redirect_uris": [f"https://authenticate.test:{port}/oauth2/callback"],
+        "post_logout_redirect_uris": [f"https://authenticate.test:{port}/.pomerium/signed_out"],
+    }
+
+
 class IdPStartError(RuntimeError):
     """The test IdP could not be started."""
 
