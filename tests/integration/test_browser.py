@@ -45,16 +45,35 @@ def page(env: Env, tmp_path: Path) -> Iterator[object]:
             browser.close()
 
 
+def _idp_login(env: Env, page, email: str, lands_on: str) -> None:  # type: ignore[no-untyped-def]
+    """On the IdP's real login page: type the user's credentials, wait to land on `lands_on`."""
+    page.wait_for_selector("input[name=email]", timeout=15_000)
+    assert page.url.startswith(env.idp.issuer), page.url
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", email.split("@")[0] + "-password")
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(lands_on, timeout=15_000)
+
+
+def _upstream_user(page) -> str:  # type: ignore[no-untyped-def]
+    return str(json.loads(page.inner_text("body"))["user"]["username"])
+
+
+def _csp_violations(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """Collect what the browser's console says about blocked navigations from now on."""
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda msg: seen.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    return seen
+
+
 def test_browser_login_returns_to_first_url(env: Env, page) -> None:  # type: ignore[no-untyped-def]
     first = env.url("jenkins.test", "/job/demo/?tab=console")
     page.goto(first)
     # The IdP's real login page.
-    page.wait_for_selector("input[name=email]", timeout=15_000)
-    assert page.url.startswith(env.idp.issuer)
-    page.fill("input[name=email]", "alice@example.com")
-    page.fill("input[name=password]", "alice-password")
-    page.click("button[type=submit], input[type=submit]")
-    page.wait_for_url(first, timeout=15_000)
+    _idp_login(env, page, "alice@example.com", first)
     seen = json.loads(page.inner_text("body"))
     assert seen["user"]["username"] == "alice@example.com", seen
     assert seen["path"] == "/job/demo/?tab=console"
@@ -64,3 +83,43 @@ def test_browser_login_returns_to_first_url(env: Env, page) -> None:  # type: ig
     # The identity page shows who is signed in.
     page.goto(env.url("jenkins.test", "/.pomerium/"))
     assert "alice@example.com" in page.inner_text("body")
+
+
+def test_sign_out_on_a_route_host_ends_the_session_and_switches_account(  # type: ignore[no-untyped-def]
+    env: Env, page
+) -> None:
+    blocked = _csp_violations(page)
+    app = env.url("jenkins.test", "/job/after/")
+    page.goto(app)
+    _idp_login(env, page, "alice@example.com", app)
+    assert _upstream_user(page) == "alice@example.com"
+    page.goto(env.url("jenkins.test", "/.pomerium/sign_out?pomerium_redirect_uri=/job/after/"))
+    page.click("button[type=submit]")
+    # Route host -> authenticate host -> the IdP's logout (its page submits itself) -> back to
+    # the route, which now has no session: the IdP asks for a login again.
+    page.wait_for_selector("input[name=email]", timeout=15_000)
+    assert page.url.startswith(env.idp.issuer), page.url
+    assert not blocked, blocked
+    assert "__Host-_pomerium" not in {c["name"] for c in page.context.cookies(app)}
+    # Another account signs in on the same browser.
+    _idp_login(env, page, "carol@example.com", app)
+    assert _upstream_user(page) == "carol@example.com"
+
+
+def test_sign_out_on_the_authenticate_host(env: Env, page) -> None:  # type: ignore[no-untyped-def]
+    blocked = _csp_violations(page)
+    app = env.url("jenkins.test", "/")
+    page.goto(app)
+    _idp_login(env, page, "alice@example.com", app)
+    page.goto(env.url("authenticate.test", "/.pomerium/sign_out"))
+    page.click("button[type=submit]")
+    page.wait_for_url(env.url("authenticate.test", "/.pomerium/signed_out*"), timeout=15_000)
+    assert "You are signed out" in page.inner_text("body")
+    assert not blocked, blocked
+    authn = env.url("authenticate.test", "/")
+    assert "__Host-_pomerium" not in {c["name"] for c in page.context.cookies(authn)}
+    # A route host this browser has no cookie for needs a new IdP login now.
+    other = env.url("other.test", "/")
+    page.goto(other)
+    _idp_login(env, page, "bob@evil.org", other)
+    assert _upstream_user(page) == "bob@evil.org"

@@ -151,15 +151,34 @@ def _same_origin(ctx: RequestContext, origin: str) -> bool:
     )
 
 
-def _confirm_sign_out(state: AuthzState, request: str) -> Respond:
+async def _confirm_sign_out(state: AuthzState, request: str, rd: str) -> Respond:
     action = f"/.pomerium/sign_out?req={request}"
+    # The POST redirects to the IdP's logout, or straight back to the route without one.
+    idp = await state.oidc.end_session_origin()
+    route = state.cfg.route_for_origin(rd) if rd else None
     return pages.html_page(
         200,
         "Sign out",
         "<p>Sign out of every application behind this sign-in?</p>"
         f'<form method="post" action="{html.escape(action)}">'
         '<button type="submit">Sign out</button></form>',
+        form_targets=tuple(origin for origin in (idp, route and route.origin) if origin),
     )
+
+
+def _sign_out_request(state: AuthzState, rd: str, sid: str) -> str:
+    return state.signout_box.seal(
+        {"rd": rd, "sid": sid, "exp": int(time.time()) + SIGNOUT_TTL_S},
+        bound_to=state.cfg.authenticate_netloc,
+    )
+
+
+async def _sign_out_here(state: AuthzState, ctx: RequestContext) -> Respond:
+    """Sign-out opened on the authenticate host itself: ask, then sign this browser out."""
+    session = _authn_session(state, ctx)
+    if session is None:
+        return pages.html_page(200, "Signed out", "<p>You are signed out.</p>")
+    return await _confirm_sign_out(state, _sign_out_request(state, "", session.sid), "")
 
 
 async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
@@ -171,6 +190,8 @@ async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
     link, or an old one) we ask first, and only the POST of our own page goes on.
     """
     request = ctx.param("req") or ""
+    if not request and ctx.method != "POST":
+        return await _sign_out_here(state, ctx)
     data = state.signout_box.open(request, bound_to=state.cfg.authenticate_netloc)
     if data is None or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
         return pages.error(
@@ -188,7 +209,7 @@ async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
     else:
         session = _authn_session(state, ctx)
         if session is not None and not same_text(str(data.get("sid", "")), session.sid):
-            return _confirm_sign_out(state, request)
+            return await _confirm_sign_out(state, request, str(data.get("rd", "")))
     rd = str(data.get("rd", ""))
     clear = clear_cookie(state.session_cookie, secure=state.secure)
     back = state.signout_box.seal(

@@ -21,16 +21,26 @@ _PAGE = (
 )
 
 
-def html_page(status: int, title: str, body_html: str, cookies: tuple[str, ...] = ()) -> Respond:
+def html_page(
+    status: int,
+    title: str,
+    body_html: str,
+    cookies: tuple[str, ...] = (),
+    form_targets: tuple[str, ...] = (),
+) -> Respond:
+    """`form_targets`: the other origins a form on this page may reach. Browsers apply
+    `form-action` to every redirect that follows the submission, not only to its first URL."""
+    form_action = " ".join(("'self'", *dict.fromkeys(form_targets)))
     return Respond(
         status=status,
         headers=(
             ("content-type", "text/html; charset=utf-8"),
             _NO_STORE,
             ("x-frame-options", "DENY"),
+            ("referrer-policy", "same-origin"),
             (
                 "content-security-policy",
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+                f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}",
             ),
         ),
         body=_PAGE.format(title=html.escape(title), style=_STYLE, body=body_html),

@@ -105,7 +105,7 @@ def _csrf_ok(state: AuthzState, route: RouteRuntime, ctx: RequestContext, sid: s
     )
 
 
-def sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+async def sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     """GET shows a confirmation form; only a same-origin POST with its token signs out."""
     session = current_session(state, route, ctx)
     sid = session.sid if session else "-"
@@ -116,6 +116,8 @@ def sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Res
             f"&pomerium_redirect_uri={quote(rd, safe='')}"
         )
         who = html.escape(session.identity.email) if session else "you"
+        # The POST redirects to the authenticate host, which redirects to the IdP's logout.
+        idp = await state.oidc.end_session_origin()
         return pages.html_page(
             200,
             "Sign out",
@@ -124,6 +126,7 @@ def sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Res
                 f'<form method="post" action="{html.escape(action)}">'
                 '<button type="submit">Sign out</button></form>'
             ),
+            form_targets=(state.cfg.authenticate_origin, *((idp,) if idp else ())),
         )
     if not _csrf_ok(state, route, ctx, sid):
         return pages.error(
@@ -165,7 +168,9 @@ def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Re
     )
 
 
-def handle_internal(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+async def handle_internal(
+    state: AuthzState, route: RouteRuntime, ctx: RequestContext
+) -> Respond:
     path = ctx.path_only
     if path == JWKS_PATH:
         return jwks(state)
@@ -174,7 +179,7 @@ def handle_internal(state: AuthzState, route: RouteRuntime, ctx: RequestContext)
     if path == "/.pomerium/callback" or path == "/.pomerium/callback/":
         return callback(state, route, ctx)
     if path == "/.pomerium/sign_out":
-        return sign_out(state, route, ctx)
+        return await sign_out(state, route, ctx)
     if path in ("/.pomerium", "/.pomerium/"):
         return user_info(state, route, ctx)
     return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

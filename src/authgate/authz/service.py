@@ -44,7 +44,7 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
     if ctx.kind == "route":
         return check_route(state, route, ctx)
     if ctx.kind == "internal":
-        return handle_internal(state, route, ctx)
+        return await handle_internal(state, route, ctx)
     return pages.error(
         ctx, 503, "Configuration mismatch", "Unknown request kind from the proxy.", "unknown_route"
     )

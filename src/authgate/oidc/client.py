@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter first)
 import httpx
@@ -248,6 +248,18 @@ class OidcClient:
                 # ID-token claims win; userinfo fills in what the ID token left out.
                 claims = {**info, **{k: v for k, v in claims.items() if v is not None}}
         return claims
+
+    async def end_session_origin(self) -> str | None:
+        """Where the IdP's logout lives (scheme://host[:port]), if it has one and answers."""
+        try:
+            async with asyncio.timeout(IDP_BUDGET_S):
+                meta = await self.metadata()
+        except (IdpError, TimeoutError):
+            return None
+        if not meta.end_session_endpoint:
+            return None
+        parts = urlsplit(meta.end_session_endpoint)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
     async def end_session_url(self, post_logout_redirect_uri: str, state: str) -> str | None:
         try:
