@@ -1,12 +1,7 @@
 """`authgate explain`: which route a URL reaches and what its policy decides, and why.
 
-Route selection mirrors the Envoy configuration authgate generates: the virtual host by `Host`
-(default port optional), then authgate's own `/.pomerium/` and `/.well-known/pomerium/` paths,
-then the host's routes in config order, first match wins (`path` exact, `prefix`, or `regex`
-matching the whole path), on the path as Envoy normalises it (`//` merged, `.` and `..` —
-also as `%2e` — resolved, the query ignored; an escaped slash or backslash is refused).
-This is for the command line only: on the request path authgate never re-matches URLs, it
-reads the route id Envoy passes.
+Route selection is authgate.routing's, the same matcher authz uses behind an Envoy the user
+wrote (the generated Envoy passes authz the route id instead).
 """
 
 import json
@@ -15,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from authgate.config import RouteRuntime, RuntimeConfig
-from authgate.config.schema import compile_re2ish, netloc_of
+from authgate.config import RuntimeConfig
+from authgate.config.schema import netloc_of
+from authgate.contract import RouteKind
 from authgate.errors import ConfigError
 from authgate.policy import Identity, PolicyInput, compile_route_policy
+from authgate.routing import Selection, normalize_path, select
 from authgate.session.model import Session
-
-INTERNAL_PREFIXES = ("/.pomerium/", "/.well-known/pomerium/")
 
 
 @dataclass(frozen=True)
@@ -48,74 +43,15 @@ class ExplainResult:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-def escaped_slash(path: str) -> bool:
-    """Envoy refuses paths with %2F or %5C (path_with_escaped_slashes_action: REJECT_REQUEST)."""
-    lowered = path.partition("?")[0].lower()
-    return "%2f" in lowered or "%5c" in lowered
-
-
-def normalize_path(path: str) -> str:
-    """What Envoy routes on (normalize_path + merge_slashes): no query, `//` merged, dot
-    segments — also written `%2e` — resolved (RFC 3986 5.2.4). Other %-escapes stay."""
-    path = path.partition("?")[0].partition("#")[0] or "/"
-    if not path.startswith("/"):
-        path = "/" + path
-    segments: list[str] = []
-    parts = path.split("/")[1:]
-    for index, raw in enumerate(parts):
-        last = index == len(parts) - 1
-        dots = raw.lower().replace("%2e", ".")
-        segment = dots if dots in (".", "..") else raw
-        if segment == "..":
-            if segments:
-                segments.pop()
-            if last:
-                segments.append("")
-        elif segment == ".":
-            if last:
-                segments.append("")
-        elif segment or last:
-            segments.append(segment)
-    return "/" + "/".join(segments)
-
-
-def route_matches(rt: RouteRuntime, path: str) -> bool:
-    kind, value = rt.route.match_key
-    if kind == "path":
-        return path == value
-    if kind == "regex":
-        return compile_re2ish(value).fullmatch(path) is not None
-    return path.startswith(value)
-
-
-def describe_match(rt: RouteRuntime) -> str:
-    kind, value = rt.route.match_key
-    return f"{rt.origin}, {kind} {value}"
-
-
-def select_route(cfg: RuntimeConfig, url: str) -> tuple[RouteRuntime | None, str, str]:
-    """(route, kind, note): kind is "route", "internal", "authenticate", "refused" or "none"."""
+def select_route(cfg: RuntimeConfig, url: str) -> Selection:
+    """The route a URL reaches: the shared matcher (authgate.routing) on the URL's parts."""
     parts = urlsplit(url)
     scheme = "https" if cfg.settings.tls else "http"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("--url", f"{url!r} is not an absolute http(s) URL")
     if parts.scheme != scheme:
-        return None, "none", f"authgate listens for {scheme}://, not {parts.scheme}://"
-    netloc = netloc_of(url)
-    if escaped_slash(parts.path):
-        return None, "refused", "Envoy refuses a path with an escaped slash or backslash"
-    path = normalize_path(parts.path)
-    if netloc == cfg.authenticate_netloc:
-        return None, "authenticate", f"{cfg.authenticate_origin}, the authenticate service"
-    candidates = [rt for rt in cfg.routes if rt.netloc == netloc]
-    if not candidates:
-        return None, "none", f"no route has the host {netloc}"
-    if path.startswith(INTERNAL_PREFIXES):
-        return candidates[0], "internal", f"{candidates[0].origin}, authgate's {path}"
-    for rt in candidates:
-        if route_matches(rt, path):
-            return rt, "route", describe_match(rt)
-    return None, "none", f"no route of {netloc} matches {path}"
+        return Selection(None, None, f"authgate listens for {scheme}://, not {parts.scheme}://")
+    return select(cfg, netloc_of(url), parts.path or "/")
 
 
 def identity_from_claims(claims: object) -> Identity:
@@ -166,12 +102,13 @@ def explain_request(
     source_ip: str = "",
     headers: dict[str, str] | None = None,
 ) -> ExplainResult:
-    rt, kind, note = select_route(cfg, url)
-    if kind == "none":
-        return ExplainResult(None, None, note, "not found", note, "404 from Envoy")
-    if kind == "refused":
+    chosen = select_route(cfg, url)
+    rt, kind, note = chosen.route, chosen.kind, chosen.note
+    if chosen.refused:
         return ExplainResult(None, None, note, "refused", note, "400 from Envoy")
-    if kind == "authenticate":
+    if kind is None:
+        return ExplainResult(None, None, note, "not found", note, "404 from Envoy")
+    if kind == RouteKind.AUTHENTICATE:
         return ExplainResult(
             None, None, note, "internal",
             "the authenticate service's paths are answered by authgate itself, before any "
@@ -179,7 +116,7 @@ def explain_request(
         )
     assert rt is not None
     key = f"routes[{rt.index}]"
-    if kind == "internal":
+    if kind == RouteKind.INTERNAL:
         return ExplainResult(
             key, rt.id, note, "internal",
             "/.pomerium/ and /.well-known/pomerium/ are answered by authgate itself, before "

@@ -2,12 +2,12 @@
 
 from authgate.config.load import load_settings, settings_from_mapping
 from authgate.config.runtime import (
-    AUTHENTICATE_ROUTE_ID,
     RouteRuntime,
     RuntimeConfig,
     build_runtime,
 )
 from authgate.config.schema import Route, Settings, Upstream
+from authgate.contract import AUTHENTICATE_ROUTE_ID
 
 __all__ = [
     "AUTHENTICATE_ROUTE_ID",

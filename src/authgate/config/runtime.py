@@ -12,10 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_key
+from authgate.contract import AUTHENTICATE_ROUTE_ID as AUTHENTICATE_ROUTE_ID
 from authgate.errors import ConfigError
 from authgate.policy import CompiledPolicy, compile_route_policy
-
-AUTHENTICATE_ROUTE_ID = "__authenticate__"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from authgate.config.durations import parse_duration
+from authgate.contract import ASSERTION_HEADER
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -213,7 +214,6 @@ def check_substitution(substitution: str, groups: int, key: str) -> None:
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 IDENTITY_HEADER_PREFIX = "x-pomerium"  # authgate's namespace, as authz strips it
-ASSERTION_HEADER = "x-pomerium-jwt-assertion"
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
      "upgrade", "content-length"}

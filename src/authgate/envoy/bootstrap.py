@@ -101,9 +101,19 @@ from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
 from envoy_data_plane.google.protobuf import Struct, Value
 
-from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RouteRuntime, RuntimeConfig
+from authgate.config.runtime import RouteRuntime, RuntimeConfig
 from authgate.config.schema import Route as ConfigRoute
 from authgate.config.schema import Upstream
+from authgate.contract import (
+    AUTHENTICATE_ROUTE_ID,
+    EXT_KIND,
+    EXT_ROUTE_ID,
+    IDENTITY_PREFIX,
+    INTERNAL_PATHS,
+    INTERNAL_PREFIXES,
+    RouteKind,
+)
+from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
@@ -111,9 +121,6 @@ ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTE_CONFIG_NAME = "authgate"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
-# Paths the authz server always answers itself (sign-in callback, sign-out, JWKS, discovery).
-INTERNAL_PREFIXES = ("/.pomerium/", "/.well-known/pomerium/")
-INTERNAL_PATHS = ("/.pomerium", "/.well-known/pomerium")  # the same without the trailing slash
 # Client-sent forwarding headers the upstream must not trust (Jenkins builds URLs from
 # X-Forwarded-Host). Envoy itself sets X-Forwarded-For/-Proto (use_remote_address).
 UNTRUSTED_FORWARDING_HEADERS = (
@@ -144,7 +151,7 @@ AUTHZ_EXACT_HEADERS = (
     "sec-fetch-mode",
     "user-agent",
 )
-AUTHZ_HEADER_PREFIX = "x-pomerium"
+AUTHZ_HEADER_PREFIX = IDENTITY_PREFIX
 UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _EXT_AUTHZ_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _UNLIMITED = 100_000
@@ -289,21 +296,16 @@ def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
 # ---------------------------------------------------------------------------- routes
 
 
-def domains_for(netloc: str, default_port: int) -> list[str]:
-    """`host` (default port omitted) also answers as `host:<default port>`; `host:port` as is."""
-    if netloc.rpartition(":")[2].isdigit():
-        return [netloc]
-    return [netloc, f"{netloc}:{default_port}"]
-
-
-def _authz_context(route_id: str, kind: str) -> dict[str, AnyProto]:
+def _authz_context(route_id: str, kind: RouteKind) -> dict[str, AnyProto]:
     per_route = ExtAuthzPerRoute(
-        check_settings=CheckSettings(context_extensions={"route_id": route_id, "kind": kind})
+        check_settings=CheckSettings(
+            context_extensions={EXT_ROUTE_ID: route_id, EXT_KIND: kind.value}
+        )
     )
     return {EXT_AUTHZ_FILTER: _pack(per_route)}
 
 
-def _not_found(match: RouteMatch, route_id: str, kind: str) -> Route:
+def _not_found(match: RouteMatch, route_id: str, kind: RouteKind) -> Route:
     """A route whose answer always comes from authz; 404 only if authz (wrongly) allows it."""
     return Route(
         match=match,
@@ -313,9 +315,10 @@ def _not_found(match: RouteMatch, route_id: str, kind: str) -> Route:
 
 
 def _internal_routes(route_id: str) -> list[Route]:
+    kind = RouteKind.INTERNAL
     return [
-        *(_not_found(RouteMatch(prefix=p), route_id, "internal") for p in INTERNAL_PREFIXES),
-        *(_not_found(RouteMatch(path=p), route_id, "internal") for p in INTERNAL_PATHS),
+        *(_not_found(RouteMatch(prefix=p), route_id, kind) for p in INTERNAL_PREFIXES),
+        *(_not_found(RouteMatch(path=p), route_id, kind) for p in INTERNAL_PATHS),
     ]
 
 
@@ -404,7 +407,7 @@ def _proxy_route(rt: RouteRuntime) -> Route:
         name=rt.id,
         match=_route_match(route),
         route=_route_action(rt),
-        typed_per_filter_config=_authz_context(rt.id, "route"),
+        typed_per_filter_config=_authz_context(rt.id, RouteKind.ROUTE),
         request_headers_to_add=_headers_to_set(route),
         request_headers_to_remove=[name.lower() for name in route.remove_request_headers],
     )
@@ -431,7 +434,9 @@ def _authenticate_virtual_host(netloc: str, default_port: int) -> VirtualHost:
     return VirtualHost(
         name=f"authenticate:{netloc}",
         domains=domains_for(netloc, default_port),
-        routes=[_not_found(RouteMatch(prefix="/"), AUTHENTICATE_ROUTE_ID, "authenticate")],
+        routes=[
+            _not_found(RouteMatch(prefix="/"), AUTHENTICATE_ROUTE_ID, RouteKind.AUTHENTICATE)
+        ],
     )
 
 
