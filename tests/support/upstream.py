@@ -26,11 +26,17 @@ configured per Pomerium's Jenkins guide:
   NullPointerException it catches), i.e. the request is anonymous.
 
 Any failure gives ``user: null`` plus ``auth_error`` in the JSON answer.
+
+Header values are recorded byte for byte: ``RecordedRequest.raw_headers`` holds the header
+lines' bytes as received, and the JSON answer's ``raw_headers`` lists them as
+``[name, base64(value)]`` (``headers`` there is for reading: values joined per name, bytes
+as Latin-1 code points).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import ssl
@@ -236,6 +242,8 @@ class RecordedRequest:
     user: JSONDict | None = None
     auth_error: str | None = None
     websocket: bool = False
+    # the header lines' bytes as received (name, value), in order, duplicates kept
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive), or None."""
@@ -246,6 +254,11 @@ class RecordedRequest:
         """All values of header ``name`` (case-insensitive), in order."""
         lname = name.lower()
         return [v for k, v in self.headers if k.lower() == lname]
+
+    def raw_header_values(self, name: str) -> list[bytes]:
+        """All values of header ``name`` (case-insensitive) exactly as received, in order."""
+        lname = name.lower().encode("latin-1")
+        return [v for k, v in self.raw_headers if k.lower() == lname]
 
 
 @dataclass
@@ -574,6 +587,7 @@ class SampleUpstream:
             user=user,
             auth_error=auth_error,
             websocket=is_ws,
+            raw_headers=tuple((bytes(k), bytes(v)) for k, v in request.raw_headers),
         )
         self.requests.append(record)
         if is_ws:
@@ -588,6 +602,9 @@ class SampleUpstream:
             "host": record.host,
             "listener": record.listener,
             "headers": {name: ", ".join(values) for name, values in joined.items()},
+            "raw_headers": [
+                [k.decode("latin-1"), base64.b64encode(v).decode()] for k, v in record.raw_headers
+            ],
             "user": user,
             "auth_error": auth_error,
         }

@@ -487,6 +487,31 @@ def test_upstream_unix_and_tcp_listeners(short_dir: Path) -> None:
         assert [(r.listener, r.path) for r in up.requests] == [("tcp", "/tcp"), ("unix", "/unix")]
 
 
+def test_upstream_records_header_bytes_exactly(short_dir: Path) -> None:
+    """Bytes that are not UTF-8 are kept as received: in the log (raw_headers, and Latin-1 code
+    points in headers) and in the JSON answer (raw_headers: [name, base64(value)])."""
+    sock_path = short_dir / "raw.sock"
+    with SampleUpstream(unix_path=sock_path) as up:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(sock_path))
+            sock.sendall(
+                b"GET /raw HTTP/1.1\r\nHost: x\r\nCookie: x=\xff\xfe; y=\x80z\r\n"
+                b"Cookie: b=2\r\nConnection: close\r\n\r\n"
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        rec = up.requests[-1]
+    assert rec.raw_header_values("COOKIE") == [b"x=\xff\xfe; y=\x80z", b"b=2"]
+    assert rec.raw_headers[0] == (b"Host", b"x")
+    assert rec.header_values("cookie") == ["x=\xff\xfe; y=\x80z", "b=2"]
+    raw = [(name, base64.b64decode(value)) for name, value in body["raw_headers"]]
+    assert [v for k, v in raw if k.lower() == "cookie"] == [b"x=\xff\xfe; y=\x80z", b"b=2"]
+    assert body["headers"]["cookie"] == "x=\xff\xfe; y=\x80z, b=2"
+
+
 def test_upstream_fetches_jwks_over_tls_caches_and_refetches_on_unknown_kid(
     short_dir: Path, pki: TestPKI, tls_server: TLSServer, key: ec.EllipticCurvePrivateKey
 ) -> None:
