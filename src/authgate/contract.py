@@ -33,6 +33,26 @@ CLAIM_HEADER_PREFIX = "x-pomerium-claim-"
 # it byte for byte and removes this header.
 STRIP_COOKIES_HEADER = "x-pomerium-authgate-strip-cookies"
 
+# Client-sent forwarding headers the upstream must not trust (Jenkins builds URLs from
+# X-Forwarded-Host). Envoy itself sets X-Forwarded-For/-Proto (use_remote_address). The
+# generated Envoy removes these; behind another Envoy, authz's OK answer does.
+UNTRUSTED_FORWARDING_HEADERS = (
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-forwarded-for",
+    "forwarded",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+)
+
 
 class Endpoint(StrEnum):
     """The endpoints authgate answers itself, before any policy."""

@@ -210,6 +210,10 @@ def test_http2_cookie_crumbs_are_cleaned_and_recognised(env: Env, alice_cookie: 
 
 
 NON_UTF8 = (b"x=\xff\xfe", b"y=\x80z")
+# Behind an Envoy the user wrote there is no cookie filter: when authgate's cookie must be cut
+# out, authz rewrites the header, and a Check answer carries UTF-8 only (README, "Bring your own
+# Envoy"). The session still never reaches the app.
+NON_UTF8_REPLACED = tuple(c.decode("utf-8", "replace").encode() for c in NON_UTF8)
 
 
 def _byte_spellings(s: str) -> dict[str, tuple[list[str], bool]]:
@@ -235,7 +239,9 @@ def test_non_utf8_cookie_bytes_reach_the_app_unchanged(
             continue  # without a session the protected route never reaches the app
         answer, path = _send_raw(env, host, lines, "bytes")
         request = _received(upstream, path) if answer.status == 200 else None
-        refused = answer.status == 200 and _hygienic(request, alice_cookie, NON_UTF8, identity)
+        byo = env.stack.__class__.__name__ == "ByoStack"
+        expected = NON_UTF8_REPLACED if byo and with_session else NON_UTF8
+        refused = answer.status == 200 and _hygienic(request, alice_cookie, expected, identity)
         if not hostile("cookie bytes: non-UTF-8 reach the app unchanged", refused):
             accepted.append((host, _detail(answer.status, request, alice_cookie)))
     assert not accepted, (spelling, accepted)

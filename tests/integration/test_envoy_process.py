@@ -25,6 +25,7 @@ from google.rpc import code_pb2, status_pb2
 
 from authgate._pb.envoy.config.core.v3 import base_pb2
 from authgate._pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authgate.authz.service import headers_of
 from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import build_runtime
 from authgate.envoy import EnvoyProcess, build_bootstrap
@@ -51,7 +52,7 @@ class AllowAll(external_auth_pb2_grpc.AuthorizationServicer):
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http_req = request.attributes.request.http
-        self.seen.append(SeenCheck(http_req.path, http_req.host, dict(http_req.headers),
+        self.seen.append(SeenCheck(http_req.path, http_req.host, headers_of(http_req)[0],
                                    dict(request.attributes.context_extensions)))
         if http_req.path.startswith("/slow"):
             await asyncio.sleep(3)

@@ -286,11 +286,27 @@ requests = st.builds(
 )
 
 
+def as_raw(headers: dict[str, str], split: bool) -> list[tuple[str, bytes]]:
+    """The same headers as Envoy's raw header list; `split`: each cookie in its own header."""
+    raw = []
+    for name, value in headers.items():
+        values = value.split("; ") if name == "cookie" and split else [value]
+        raw += [(name, v.encode()) for v in values]
+    return raw
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(requests, min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(requests, st.sampled_from(["map", "raw", "raw-split"])), min_size=1, max_size=12
+    )
+)
 async def test_memo_answers_match_the_full_path(sequence: list[Any]) -> None:
-    for rid, headers, method, path, ip in sequence:
-        request = check_request(rid, HOSTS[rid], path, headers, method=method, source=ip)
+    for (rid, headers, method, path, ip), mode in sequence:
+        raw = None if mode == "map" else as_raw(headers, mode == "raw-split")
+        request = check_request(
+            rid, HOSTS[rid], path, headers, method=method, source=ip, raw_headers=raw
+        )
         fast = await via_check(STATE, SERVICER, request)
         full = await via_full_path(STATE, request)
         assert fast.status.code == full.status.code

@@ -12,6 +12,7 @@ import yaml
 
 from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RuntimeConfig, build_runtime
+from authgate.contract import STRIP_COOKIES_HEADER
 from authgate.envoy import build_bootstrap, render_yaml, validate_config
 from authgate.envoy.bootstrap import AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, build_authz_cluster
 
@@ -195,8 +196,21 @@ def test_hcm_hardening() -> None:
     assert h["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
     assert h["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": False}]
     assert [f["name"] for f in h["http_filters"]] == [
-        "envoy.filters.http.ext_authz", "envoy.filters.http.router"
+        "envoy.filters.http.ext_authz", "authgate.cookie_filter", "envoy.filters.http.router"
     ]
+
+
+def test_cookie_filter_runs_only_when_authz_asks() -> None:
+    h = hcm(bootstrap(runtime([route("http://a.test", "http://10.0.0.1")])))
+    wrapped = h["http_filters"][1]["typed_config"]
+    assert wrapped["@type"].endswith("ExtensionWithMatcher")
+    (matcher,) = wrapped["xds_matcher"]["matcher_list"]["matchers"]
+    single = matcher["predicate"]["not_matcher"]["single_predicate"]
+    assert single["input"]["typed_config"]["header_name"] == STRIP_COOKIES_HEADER
+    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
+    lua = wrapped["extension_config"]["typed_config"]["default_source_code"]["inline_string"]
+    for name in ("_pomerium", "_pomerium_login", "_pomerium_authn_login"):
+        assert f'["{name}"] = true' in lua
 
 
 def test_ext_authz_fails_closed() -> None:
@@ -209,6 +223,7 @@ def test_ext_authz_fails_closed() -> None:
                                      "timeout": "3s"}
     assert "with_request_body" not in authz
     assert "http_service" not in authz
+    assert authz["encode_raw_headers"] is True  # cookie bytes as sent, repeated headers apart
 
 
 def test_ext_authz_timeout_is_configurable() -> None:

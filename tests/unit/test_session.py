@@ -14,7 +14,9 @@ from authgate.session.cookies import (
     cookie_header_without,
     first_cookie,
     parse_cookie_header,
+    parse_cookie_headers,
     set_cookie,
+    without_cookies,
 )
 
 MASTER = os.urandom(32)
@@ -366,18 +368,31 @@ OURS = frozenset({"_pomerium", "_pomerium_login"})
         ("_pomerium=xyz; _pomerium_login=n", ""),
         ("_pomerium=a; keep=1; _pomerium=b", "keep=1"),
         ("a=1; b=2", "a=1; b=2"),
-        # only the exact names go: look-alikes and values that mention our name stay
+        # look-alikes and values that mention our name stay; our names go in any case
         (
             "_pomerium2=1; x_pomerium=2; _POMERIUM=3; v=_pomerium=4",
-            "_pomerium2=1; x_pomerium=2; _POMERIUM=3; v=_pomerium=4",
+            "_pomerium2=1; x_pomerium=2; v=_pomerium=4",
         ),
         ("junk; _pomerium=x; a=1", "junk; a=1"),
-        (" a=1 ;  _pomerium=x ;b=2 ", "a=1; b=2"),
+        # the app's bytes are kept as sent, blanks included
+        (" a=1 ;  _pomerium=x ;b=2 ", "a=1 ;b=2"),
+        # every spelling of ours goes: comma joins (Envoy's for repeated headers), blanks
+        ("a=1,_pomerium=x", "a=1"),
+        ("_pomerium=x,a=1; b=2", "a=1; b=2"),
+        ("a=1; _pomerium =x; \t_pomerium\t=y", "a=1"),
+        # a comma inside an app's value stays
+        ("d=Mon, 01 Jan 2024; _pomerium=x", "d=Mon, 01 Jan 2024"),
         ("", ""),
     ],
 )
 def test_cookie_header_without(header: str, expected: str) -> None:
     assert cookie_header_without(header, OURS) == expected
+
+
+def test_cookie_bytes_outside_utf8_are_kept() -> None:
+    header = b"x=\xff\xfe; _pomerium=abc; y=\x80z"
+    assert without_cookies(header, OURS) == b"x=\xff\xfe; y=\x80z"
+    assert parse_cookie_headers([b"a=1", header])[2] == ("_pomerium", "abc")
 
 
 cookie_names = st.text(
@@ -397,7 +412,7 @@ def test_cookie_header_without_removes_exactly_ours(pairs: list[tuple[str, str]]
     header = "; ".join(f"{name}={value}" for name, value in pairs)
     result = cookie_header_without(header, OURS)
     assert parse_cookie_header(result) == [
-        (name, value) for name, value in parse_cookie_header(header) if name not in OURS
+        (name, value) for name, value in parse_cookie_header(header) if name.lower() not in OURS
     ]
 
 

@@ -10,19 +10,38 @@ from authgate.authz.context import RequestContext
 from authgate.authz.decision import Allow, Decision, Respond
 from authgate.authz.state import LOGIN_TTL_S, AuthzState
 from authgate.config import RouteRuntime
+from authgate.contract import (
+    ASSERTION_HEADER,
+    CLAIM_HEADER_PREFIX,
+    IDENTITY_PREFIX,
+    STRIP_COOKIES_HEADER,
+    UNTRUSTED_FORWARDING_HEADERS,
+)
 from authgate.policy import PolicyInput
 from authgate.session import Session
-from authgate.session.cookies import cookie_header_without, first_cookie, set_cookie
+from authgate.session.cookies import (
+    cookie_values,
+    first_cookie,
+    has_any,
+    set_cookie,
+    without_cookies,
+)
 
-ASSERTION_HEADER = "x-pomerium-jwt-assertion"
-IDENTITY_PREFIX = "x-pomerium"
+# A client may send the session cookie several times; a few tries, then no session.
+MAX_SESSION_CANDIDATES = 4
+
+
+def session_from_cookies(state: AuthzState, ctx: RequestContext, netloc: str) -> Session | None:
+    """The first session cookie (in any Cookie header, any spelling) that opens for `netloc`."""
+    for value in cookie_values(ctx.cookies, state.session_cookie)[:MAX_SESSION_CANDIDATES]:
+        session = state.sessions.decode(value, netloc)
+        if session is not None:
+            return session
+    return None
 
 
 def current_session(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Session | None:
-    value = first_cookie(ctx.cookies, state.session_cookie)
-    if value is None:
-        return None
-    return state.sessions.decode(value, route.netloc)
+    return session_from_cookies(state, ctx, route.netloc)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -41,6 +60,24 @@ def _listable(group: str) -> bool:
 
 def _spoofable(name: str) -> bool:
     return name.replace("_", "-").startswith(IDENTITY_PREFIX)
+
+
+def _without_own_cookies(state: AuthzState, ctx: RequestContext) -> list[tuple[str, str]] | None:
+    """Header changes that cut authgate's cookies out of the request; None: nothing to cut.
+
+    The app's own bytes are kept: Cookie headers are rewritten only as UTF-8 text (all a Check
+    answer can carry); otherwise the generated Envoy's cookie filter cuts them byte for byte.
+    Behind another Envoy such headers are rewritten with U+FFFD rather than leak the session."""
+    if not has_any(ctx.cookies, state.own_cookies_lower):
+        return None
+    kept = [without_cookies(h, state.own_cookies_lower) for h in ctx.cookie_bytes]
+    joined = b"; ".join(h for h in kept if h)
+    try:
+        return [("cookie", joined.decode("utf-8"))]
+    except UnicodeDecodeError:
+        if ctx.generated_envoy:
+            return [(STRIP_COOKIES_HEADER, "1")]
+        return [("cookie", joined.decode("utf-8", "replace"))]
 
 
 def forward(
@@ -69,20 +106,20 @@ def forward(
         until = min(until, reuse_until)
         set_headers.append((ASSERTION_HEADER, assertion))
         set_headers += [
-            ("x-pomerium-claim-email", _header_value(ident.email)),
-            ("x-pomerium-claim-user", _header_value(ident.user)),
-            ("x-pomerium-claim-name", _header_value(ident.name)),
-            ("x-pomerium-claim-groups", ",".join(g for g in ident.groups if _listable(g))),
+            (f"{CLAIM_HEADER_PREFIX}email", _header_value(ident.email)),
+            (f"{CLAIM_HEADER_PREFIX}user", _header_value(ident.user)),
+            (f"{CLAIM_HEADER_PREFIX}name", _header_value(ident.name)),
+            (f"{CLAIM_HEADER_PREFIX}groups", ",".join(g for g in ident.groups if _listable(g))),
         ]
+    cookie_changes = _without_own_cookies(state, ctx)
+    if cookie_changes is not None:
+        set_headers += [(k, v) for k, v in cookie_changes if v]
     ours = {name for name, _ in set_headers}
     remove = [name for name in ctx.headers if _spoofable(name) and name not in ours]
-    cookie = ctx.headers.get("cookie")
-    if cookie is not None and any(name in state.own_cookies for name, _ in ctx.cookies):
-        stripped = cookie_header_without(cookie, state.own_cookies)
-        if stripped:
-            set_headers.append(("cookie", stripped))
-        else:
-            remove.append("cookie")
+    if cookie_changes is not None and "cookie" not in ours and STRIP_COOKIES_HEADER not in ours:
+        remove.append("cookie")  # nothing but authgate's cookies
+    if not ctx.generated_envoy:  # the generated Envoy removes these itself
+        remove += [name for name in UNTRUSTED_FORWARDING_HEADERS if name in ctx.headers]
     return Allow(set_headers=tuple(set_headers), remove_headers=tuple(remove), until=until)
 
 

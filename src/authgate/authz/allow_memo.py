@@ -1,8 +1,9 @@
 """The fast path: a signed-in user's requests repeat, so their OK answers are kept, serialized.
 
-A key holds every input the answer depends on: the route, the whole Cookie header (the session,
-and the cookies to strip), the header names (which spoofed ones to remove), and what the route's
-policy reads besides the identity (method and path, client address, CORS headers). A policy with
+A key holds every input the answer depends on: the route, every Cookie header (the session,
+and the cookies to strip; raw bytes when Envoy encodes raw headers), the header names (which
+spoofed ones to remove), and what the route's policy reads besides the identity (method and
+path, client address, CORS headers). A policy with
 date/time criteria is never cached. An entry ends when the session does or the assertion in it is
 due to be re-signed, whichever is first; only allows are kept, every refusal takes the full path.
 Keys are read straight from the CheckRequest, without building a RequestContext: on a hit, that
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
+from authgate.contract import EXT_KIND, EXT_ROUTE_ID, RouteKind
 from authgate.policy.ppl import (
     SCOPE_CORS,
     SCOPE_INTERNAL,
@@ -28,6 +30,7 @@ from authgate.policy.ppl import (
 
 Key = tuple[object, ...]
 _CORS_HEADERS = ("origin", "access-control-request-method")
+_CORS = frozenset(_CORS_HEADERS)
 MAX_ENTRIES = 10_000
 MAX_BYTES = 24 * 1024 * 1024  # keys and answers together, per worker
 MAX_ENTRY_BYTES = 16 * 1024  # a larger request or answer always takes the full path
@@ -37,10 +40,10 @@ def weight(key: Key, answer: bytes) -> int:
     """Bytes of text an entry holds (what a client can make large)."""
     size = len(answer)
     for part in key:
-        if isinstance(part, str):
+        if isinstance(part, str | bytes):
             size += len(part)
         elif isinstance(part, tuple):
-            size += sum(len(name) for name in part)
+            size += sum(len(item) for item in part)
     return size
 
 
@@ -92,21 +95,34 @@ class AllowMemo:
     def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
         """The request's key, or None when its answer is never cached."""
         ext = attrs.context_extensions
-        if ext.get("kind") != "route":
+        if ext.get(EXT_KIND) != RouteKind.ROUTE:
             return None
-        route_id = ext.get("route_id", "")
+        route_id = ext.get(EXT_ROUTE_ID, "")
         plan = self._plans.get(route_id)
         if plan is None:
             return None
         http = attrs.request.http
-        headers = http.headers
-        key: Key = (route_id, headers.get("cookie"), tuple(headers))
+        if http.HasField("header_map"):  # encode_raw_headers: what the generated Envoy sends
+            names = []
+            cookies = []
+            for entry in http.header_map.headers:
+                name = entry.key
+                names.append(name)
+                if name == "cookie":
+                    cookies.append(entry.raw_value)
+            key: Key = (route_id, tuple(cookies), tuple(names))
+            if plan.cors:
+                values = {e.key: e.raw_value for e in http.header_map.headers if e.key in _CORS}
+                key += (http.method, *(values.get(h) for h in _CORS_HEADERS))
+        else:
+            headers = http.headers
+            key = (route_id, headers.get("cookie"), tuple(headers))
+            if plan.cors:
+                key += (http.method, *(headers.get(h) for h in _CORS_HEADERS))
         if plan.request:
             key += (http.method, http.path.partition("?")[0])
         if plan.network:
             key += (attrs.source.address.socket_address.address,)
-        if plan.cors:
-            key += (http.method, *(headers.get(h) for h in _CORS_HEADERS))
         return key
 
     def get(self, key: Key) -> bytes | None:

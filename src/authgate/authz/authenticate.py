@@ -10,25 +10,26 @@ import secrets
 import time
 
 from authgate.authz import pages
+from authgate.authz.access import session_from_cookies
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Respond
 from authgate.authz.redirects import safe_redirect
-from authgate.authz.route_endpoints import JWKS_PATH, jwks, well_known
+from authgate.authz.route_endpoints import jwks, well_known
 from authgate.authz.state import HANDOFF_TTL_S, LOGIN_TTL_S, SIGNOUT_TTL_S, AuthzState
+from authgate.contract import Endpoint, authenticate_host_endpoint
 from authgate.oidc import IdpError, TokenRejected
+from authgate.policy import PolicyInput
+from authgate.routing import select
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
-LOGIN_STATE_COOKIE_SUFFIX = "_authn_login"
-
 
 def _login_state_cookie(state: AuthzState) -> str:
-    return f"{state.cfg.cookie_name}{LOGIN_STATE_COOKIE_SUFFIX}"
+    return state.authn_login_cookie
 
 
 def _authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:
-    value = first_cookie(ctx.cookies, state.session_cookie)
-    return state.sessions.decode(value, state.cfg.authenticate_netloc) if value else None
+    return session_from_cookies(state, ctx, state.cfg.authenticate_netloc)
 
 
 def _open_sign_in(state: AuthzState, token: str | None) -> dict[str, str] | None:
@@ -234,24 +235,55 @@ def signed_out(state: AuthzState, ctx: RequestContext) -> Respond:
     return pages.html_page(200, "Signed out", "<p>You are signed out.</p>")
 
 
-async def handle_authenticate(state: AuthzState, ctx: RequestContext) -> Respond:
-    path = ctx.path_only
-    if path == "/oauth2/callback":
-        return await oauth_callback(state, ctx)
-    if path == "/.pomerium/sign_in":
-        return await sign_in(state, ctx)
-    if path == "/.pomerium/sign_out":
-        return await sign_out(state, ctx)
-    if path == "/.pomerium/signed_out":
-        return signed_out(state, ctx)
-    if path == JWKS_PATH:
-        return jwks(state)
-    if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
-        return well_known(state, state.cfg.authenticate_origin)
-    if path == "/":
-        links = "".join(
-            f'<li><a href="{html.escape(r.origin)}/">{html.escape(r.origin)}</a></li>'
-            for r in state.cfg.hosts.values()
+def home(state: AuthzState, ctx: RequestContext) -> Respond:
+    """Strangers learn nothing here; a signed-in user sees the applications they may open."""
+    session = _authn_session(state, ctx)
+    if session is None:
+        return pages.html_page(
+            200, "authgate", "<p>Open an application to sign in.</p>"
         )
-        return pages.html_page(200, "authgate", f"<p>Applications:</p><ul>{links}</ul>")
-    return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")
+    links = "".join(
+        f'<li><a href="{html.escape(origin)}/">{html.escape(origin)}</a></li>'
+        for origin in reachable_origins(state, ctx, session)
+    )
+    listing = f"<p>Applications:</p><ul>{links}</ul>" if links else ""
+    who = html.escape(session.identity.email or session.identity.user)
+    return pages.html_page(200, "authgate", f"<p>Signed in as {who}.</p>{listing}")
+
+
+def reachable_origins(state: AuthzState, ctx: RequestContext, session: Session) -> list[str]:
+    """Route hosts whose front page (`/`) this user's identity may open."""
+    origins = []
+    for rt in state.cfg.hosts.values():
+        front = select(state.cfg, rt.netloc, "/").route
+        inp = PolicyInput(
+            identity=session.identity,
+            method="GET",
+            path="/",
+            source_ip=ctx.source_ip,
+            now=state.clock(),
+            headers={},
+        )
+        if front is not None and front.policy.allowed(inp):
+            origins.append(rt.origin)
+    return origins
+
+
+async def handle_authenticate(state: AuthzState, ctx: RequestContext) -> Respond:
+    match authenticate_host_endpoint(ctx.path_only):
+        case Endpoint.OAUTH_CALLBACK:
+            return await oauth_callback(state, ctx)
+        case Endpoint.SIGN_IN:
+            return await sign_in(state, ctx)
+        case Endpoint.SIGN_OUT:
+            return await sign_out(state, ctx)
+        case Endpoint.SIGNED_OUT:
+            return signed_out(state, ctx)
+        case Endpoint.JWKS:
+            return jwks(state)
+        case Endpoint.WELL_KNOWN:
+            return well_known(state, state.cfg.authenticate_origin)
+        case Endpoint.HOME:
+            return home(state, ctx)
+        case _:
+            return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

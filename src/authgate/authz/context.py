@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import parse_qs, urlsplit
 
-from authgate.session.cookies import parse_cookie_header
+from authgate.session.cookies import parse_cookie_headers
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,12 @@ class RequestContext:
     path: str  # path with query, as Envoy normalised it
     headers: dict[str, str]  # lower-case names (Envoy joins repeated headers with ",")
     source_ip: str = ""
+    # Every Cookie header as the client sent it, when Envoy encodes raw headers; otherwise
+    # empty, and `cookie_bytes` reads Envoy's joined text (invalid UTF-8 already made "!").
+    cookie_headers: tuple[bytes, ...] = ()
+    # True behind the Envoy authgate generated (context extensions present): its cookie filter
+    # can cut authgate's cookies out of headers a Check answer cannot carry (not UTF-8).
+    generated_envoy: bool = True
 
     @cached_property
     def path_only(self) -> str:
@@ -31,8 +37,15 @@ class RequestContext:
         return values[0] if values and len(values) == 1 else None
 
     @cached_property
+    def cookie_bytes(self) -> tuple[bytes, ...]:
+        if self.cookie_headers:
+            return self.cookie_headers
+        joined = self.headers.get("cookie")
+        return () if joined is None else (joined.encode("utf-8", "surrogateescape"),)
+
+    @cached_property
     def cookies(self) -> list[tuple[str, str]]:
-        return parse_cookie_header(self.headers.get("cookie", ""))
+        return parse_cookie_headers(self.cookie_bytes)
 
     @property
     def url(self) -> str:

@@ -12,10 +12,10 @@ from authgate.authz.decision import Respond
 from authgate.authz.redirects import safe_redirect
 from authgate.authz.state import SIGNOUT_TTL_S, AuthzState
 from authgate.config import RouteRuntime
+from authgate.contract import JWKS_PATH, Endpoint, route_host_endpoint
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
-JWKS_PATH = "/.well-known/pomerium/jwks.json"
 CROSS_SITE = frozenset({"cross-site", "same-site"})
 
 
@@ -60,15 +60,21 @@ def callback(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Res
     token = ctx.param("handoff")
     data = state.handoff_box.open(token or "", bound_to=route.netloc)
     now = time.time()
-    nonce = first_cookie(ctx.cookies, state.login_cookie)
     if (
         data is None
         or not isinstance(data.get("exp"), int)
         or data["exp"] < now
-        or not nonce
+        or not isinstance(data.get("jti"), str)
+        # Spent on its first presentation, whatever follows: a hand-off shown by the wrong
+        # browser (an attacker's sign-in link opened by a victim) is dead for everyone.
+        or not state.seen_handoffs.first_use(data["jti"], data["exp"])
+    ):
+        return _bad_handoff(state, route, ctx)
+    nonce = first_cookie(ctx.cookies, state.login_cookie)
+    if (
+        not nonce
         or not same_text(str(data.get("n", "")), nonce)
         or not isinstance(data.get("s"), dict)
-        or not state.seen_handoffs.first_use(str(data.get("jti")), data["exp"])
     ):
         return _bad_handoff(state, route, ctx)
     session = Session.from_payload(data["s"])
@@ -171,15 +177,16 @@ def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Re
 async def handle_internal(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
 ) -> Respond:
-    path = ctx.path_only
-    if path == JWKS_PATH:
-        return jwks(state)
-    if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
-        return well_known(state, route.origin)
-    if path == "/.pomerium/callback" or path == "/.pomerium/callback/":
-        return callback(state, route, ctx)
-    if path == "/.pomerium/sign_out":
-        return await sign_out(state, route, ctx)
-    if path in ("/.pomerium", "/.pomerium/"):
-        return user_info(state, route, ctx)
-    return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")
+    match route_host_endpoint(ctx.path_only):
+        case Endpoint.JWKS:
+            return jwks(state)
+        case Endpoint.WELL_KNOWN:
+            return well_known(state, route.origin)
+        case Endpoint.ROUTE_CALLBACK:
+            return callback(state, route, ctx)
+        case Endpoint.ROUTE_SIGN_OUT:
+            return await sign_out(state, route, ctx)
+        case Endpoint.USER_INFO:
+            return user_info(state, route, ctx)
+        case _:
+            return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

@@ -1,35 +1,88 @@
-"""CheckRequest -> RequestContext -> route by id -> handler -> Decision."""
+"""CheckRequest -> RequestContext -> route (by id, or the shared matcher) -> handler -> Decision."""
 
-from authgate._pb.envoy.service.auth.v3 import external_auth_pb2
+from collections.abc import Iterable
+from dataclasses import replace
+
+from authgate._pb.envoy.config.core.v3 import base_pb2
+from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from authgate.authz import pages
 from authgate.authz.access import check_route
 from authgate.authz.authenticate import handle_authenticate
 from authgate.authz.context import RequestContext
-from authgate.authz.decision import Decision
+from authgate.authz.decision import Decision, Respond
 from authgate.authz.route_endpoints import handle_internal
 from authgate.authz.state import AuthzState
-from authgate.config import AUTHENTICATE_ROUTE_ID
+from authgate.contract import AUTHENTICATE_ROUTE_ID, EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.routing import not_normalized, select
+
+
+def _raw_headers(
+    header_map: Iterable[base_pb2.HeaderValue],
+) -> tuple[dict[str, str], tuple[bytes, ...]]:
+    """Envoy's raw header list (encode_raw_headers): repeated headers joined with "," as in the
+    `headers` map, and the Cookie headers kept apart, byte for byte."""
+    headers: dict[str, str] = {}
+    cookies: list[bytes] = []
+    for entry in header_map:
+        name, raw = entry.key, entry.raw_value
+        if name == "cookie":
+            cookies.append(raw)
+        text = raw.decode("utf-8", "replace")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return headers, tuple(cookies)
+
+
+def headers_of(
+    http: attribute_context_pb2.AttributeContext.HttpRequest,
+) -> tuple[dict[str, str], tuple[bytes, ...]]:
+    """The request's headers by name, and its raw Cookie headers when Envoy sent raw ones."""
+    if http.HasField("header_map"):
+        return _raw_headers(http.header_map.headers)
+    return dict(http.headers), ()
 
 
 def request_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
     attrs = request.attributes
     http = attrs.request.http
     ext = attrs.context_extensions
+    headers, cookie_headers = headers_of(http)
     return RequestContext(
-        route_id=ext.get("route_id", ""),
-        kind=ext.get("kind", ""),
+        route_id=ext.get(EXT_ROUTE_ID, ""),
+        kind=ext.get(EXT_KIND, ""),
         method=http.method,
         scheme=http.scheme,
         host=http.host.lower(),
         path=http.path,
-        headers=dict(http.headers),
+        headers=headers,
         source_ip=attrs.source.address.socket_address.address,
+        cookie_headers=cookie_headers,
+        generated_envoy=EXT_ROUTE_ID in ext,
     )
 
 
+def _select_route(state: AuthzState, ctx: RequestContext) -> RequestContext | Respond:
+    """Behind an Envoy the user wrote: pick the route with the matcher `explain` uses, and
+    refuse a path Envoy did not normalise (the policy must see the path the app sees)."""
+    problem = not_normalized(ctx.path)
+    if problem is not None:
+        return pages.error(
+            ctx, 400, "Bad request", f"This URL has {problem}; it is refused.", "bad_path"
+        )
+    chosen = select(state.cfg, ctx.host, ctx.path)
+    if chosen.refused or chosen.kind is None:
+        return pages.error(ctx, 404, "Not found", "No application is served here.", "not_found")
+    route_id = chosen.route.id if chosen.route is not None else AUTHENTICATE_ROUTE_ID
+    return replace(ctx, route_id=route_id, kind=chosen.kind.value)
+
+
 async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
-    """Route by the id Envoy matched; never re-match the URL here."""
-    if ctx.kind == "authenticate" and ctx.route_id == AUTHENTICATE_ROUTE_ID:
+    """Route by the id the generated Envoy matched; without one, by the shared matcher."""
+    if not ctx.generated_envoy:
+        selected = _select_route(state, ctx)
+        if isinstance(selected, Respond):
+            return selected
+        ctx = selected
+    if ctx.kind == RouteKind.AUTHENTICATE and ctx.route_id == AUTHENTICATE_ROUTE_ID:
         return await handle_authenticate(state, ctx)
     route = state.cfg.routes_by_id.get(ctx.route_id)
     if route is None:
@@ -41,9 +94,9 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
             "This route is unknown to the authorization service.",
             "unknown_route",
         )
-    if ctx.kind == "route":
+    if ctx.kind == RouteKind.ROUTE:
         return check_route(state, route, ctx)
-    if ctx.kind == "internal":
+    if ctx.kind == RouteKind.INTERNAL:
         return await handle_internal(state, route, ctx)
     return pages.error(
         ctx, 503, "Configuration mismatch", "Unknown request kind from the proxy.", "unknown_route"

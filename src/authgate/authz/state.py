@@ -89,14 +89,18 @@ class AuthzState:
     secure: bool = field(init=False)
     session_cookie: str = field(init=False)
     login_cookie: str = field(init=False)
+    authn_login_cookie: str = field(init=False)
     own_cookies: frozenset[str] = field(init=False)
+    own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.secure = self.cfg.settings.tls
         self.session_cookie = self.cfg.cookie_name
-        self.login_cookie = f"{self.cfg.cookie_name}_login"
-        self.own_cookies = frozenset({self.session_cookie, self.login_cookie})
+        self.login_cookie = self.cfg.login_cookie_name
+        self.authn_login_cookie = self.cfg.authn_login_cookie_name
+        self.own_cookies = frozenset(self.cfg.own_cookies)
+        self.own_cookies_lower = frozenset(name.lower() for name in self.own_cookies)
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
 
     @classmethod

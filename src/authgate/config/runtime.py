@@ -47,6 +47,21 @@ class RuntimeConfig:
         name = self.settings.cookie_name
         return f"__Host-{name}" if self.settings.tls else name
 
+    @property
+    def login_cookie_name(self) -> str:
+        """A route host's login nonce (binds the hand-off to the browser that started)."""
+        return f"{self.cookie_name}_login"
+
+    @property
+    def authn_login_cookie_name(self) -> str:
+        """The authenticate host's in-flight login (state, nonce, PKCE)."""
+        return f"{self.cookie_name}_authn_login"
+
+    @property
+    def own_cookies(self) -> tuple[str, ...]:
+        """Every cookie authgate sets: none of them ever reaches an app."""
+        return (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+
     def route_for_origin(self, origin: str) -> RouteRuntime | None:
         parts = urlsplit(origin)
         if parts.scheme != ("https" if self.settings.tls else "http"):

@@ -46,6 +46,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Pipe,
     SocketAddress,
     TransportSocket,
+    TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -63,11 +64,14 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
+from envoy_data_plane.envoy.extensions.common.matching.v3 import ExtensionWithMatcher
+from envoy_data_plane.envoy.extensions.filters.common.matcher.action.v3 import SkipFilter
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
     CheckSettings,
     ExtAuthz,
     ExtAuthzPerRoute,
 )
+from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -92,6 +96,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptionsExplicitHttpConfig,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import (
+    HttpRequestHeaderMatchInput,
     ListStringMatcher,
     RegexMatchAndSubstitute,
     RegexMatcher,
@@ -100,6 +105,16 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
 from envoy_data_plane.google.protobuf import Struct, Value
+from envoy_data_plane.xds.core.v3 import TypedExtensionConfig as XdsTypedExtensionConfig
+from envoy_data_plane.xds.type.matcher.v3 import Matcher as XdsMatcher
+from envoy_data_plane.xds.type.matcher.v3 import (
+    MatcherMatcherList,
+    MatcherMatcherListFieldMatcher,
+    MatcherMatcherListPredicate,
+    MatcherMatcherListPredicateSinglePredicate,
+    MatcherOnMatch,
+)
+from envoy_data_plane.xds.type.matcher.v3 import StringMatcher as XdsStringMatcher
 
 from authgate.config.runtime import RouteRuntime, RuntimeConfig
 from authgate.config.schema import Route as ConfigRoute
@@ -111,6 +126,8 @@ from authgate.contract import (
     IDENTITY_PREFIX,
     INTERNAL_PATHS,
     INTERNAL_PREFIXES,
+    STRIP_COOKIES_HEADER,
+    UNTRUSTED_FORWARDING_HEADERS,
     RouteKind,
 )
 from authgate.routing import domains_for
@@ -118,27 +135,11 @@ from authgate.routing import domains_for
 AUTHZ_CLUSTER = "authgate_authz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 ROUTER_FILTER = "envoy.filters.http.router"
+LUA_FILTER = "envoy.filters.http.lua"
+COOKIE_FILTER = "authgate.cookie_filter"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTE_CONFIG_NAME = "authgate"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
-# Client-sent forwarding headers the upstream must not trust (Jenkins builds URLs from
-# X-Forwarded-Host). Envoy itself sets X-Forwarded-For/-Proto (use_remote_address).
-UNTRUSTED_FORWARDING_HEADERS = (
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-real-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-forwarded-for",
-    "forwarded",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-)
 # Request headers Envoy forwards to authz (it always adds :authority, :method, :path).
 AUTHZ_EXACT_HEADERS = (
     "access-control-request-method",  # cors_preflight criterion
@@ -247,20 +248,95 @@ def _ext_authz_filter(authz_timeout_s: float) -> HttpFilter:
         failure_mode_allow=False,
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         allowed_headers=ListStringMatcher(patterns=allowed),
+        # Header bytes as the client sent them, repeated headers apart (Cookie above all).
+        encode_raw_headers=True,
     )
     return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_pack(config))
+
+
+def _cookie_filter_lua(own_cookies: Sequence[str]) -> str:
+    """Cut authgate's cookies out of every Cookie header, byte for byte, with the same rule as
+    authgate.session.cookies.without_cookies (pairs split on ";" and ","; names trimmed, any
+    case)."""
+    names = ", ".join(f'["{name.lower()}"] = true' for name in sorted(own_cookies))
+    return f"""-- authgate: runs only when authz asks (Cookie headers that are not UTF-8).
+local ours = {{ {names} }}
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+local function without_ours(header)
+  local parts = {{}}
+  for part in (header .. ";"):gmatch("([^;]*);") do
+    local pieces = {{}}
+    for piece in (part .. ","):gmatch("([^,]*),") do
+      local name = piece:match("^([^=]*)=")
+      if name == nil or not ours[trim(name):lower()] then pieces[#pieces + 1] = piece end
+    end
+    if #pieces > 0 then parts[#parts + 1] = table.concat(pieces, ",") end
+  end
+  return (table.concat(parts, ";"):gsub("^[ \t;,]+", ""):gsub("[ \t;,]+$", ""))
+end
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  headers:remove("{STRIP_COOKIES_HEADER}")
+  local kept = {{}}
+  for i = 0, headers:getNumValues("cookie") - 1 do
+    local value = without_ours(headers:getAtIndex("cookie", i))
+    if value ~= "" then kept[#kept + 1] = value end
+  end
+  headers:remove("cookie")
+  if #kept > 0 then headers:add("cookie", table.concat(kept, "; ")) end
+end
+"""
+
+
+def _cookie_filter(own_cookies: Sequence[str]) -> HttpFilter:
+    """The Lua cookie cutter, skipped unless authz's answer set STRIP_COOKIES_HEADER: a Check
+    answer carries header values as UTF-8 only, and the app must get its own bytes unchanged."""
+    header_absent = MatcherMatcherListPredicate(
+        not_matcher=MatcherMatcherListPredicate(
+            single_predicate=MatcherMatcherListPredicateSinglePredicate(
+                input=XdsTypedExtensionConfig(
+                    name="strip-cookies-header",
+                    typed_config=_pack(HttpRequestHeaderMatchInput(header_name=STRIP_COOKIES_HEADER)),
+                ),
+                value_match=XdsStringMatcher(exact="1"),
+            )
+        )
+    )
+    skip = MatcherOnMatch(
+        action=XdsTypedExtensionConfig(name="skip", typed_config=_pack(SkipFilter()))
+    )
+    wrapped = ExtensionWithMatcher(
+        xds_matcher=XdsMatcher(
+            matcher_list=MatcherMatcherList(
+                matchers=[MatcherMatcherListFieldMatcher(predicate=header_absent, on_match=skip)]
+            )
+        ),
+        extension_config=TypedExtensionConfig(
+            name=LUA_FILTER,
+            typed_config=_pack(
+                Lua(default_source_code=DataSource(inline_string=_cookie_filter_lua(own_cookies)))
+            ),
+        ),
+    )
+    return HttpFilter(name=COOKIE_FILTER, typed_config=_pack(wrapped))
 
 
 def _router_filter() -> HttpFilter:
     return HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router()))
 
 
-def _http_connection_manager(route_config: RouteConfiguration, authz_timeout_s: float) -> Filter:
+def _http_connection_manager(
+    route_config: RouteConfiguration, authz_timeout_s: float, own_cookies: Sequence[str]
+) -> Filter:
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
         codec_type=HttpConnectionManagerCodecType.AUTO,
         route_config=route_config,
-        http_filters=[_ext_authz_filter(authz_timeout_s), _router_filter()],
+        http_filters=[
+            _ext_authz_filter(authz_timeout_s),
+            _cookie_filter(own_cookies),
+            _router_filter(),
+        ],
         normalize_path=True,
         merge_slashes=True,
         path_with_escaped_slashes_action=(
@@ -279,7 +355,7 @@ def _http_connection_manager(route_config: RouteConfiguration, authz_timeout_s: 
 
 def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
     settings = cfg.settings
-    hcm = _http_connection_manager(build_route_config(cfg), authz_timeout_s)
+    hcm = _http_connection_manager(build_route_config(cfg), authz_timeout_s, cfg.own_cookies)
     chain = FilterChain(filters=[hcm])
     if settings.tls:
         assert settings.certificate_file and settings.certificate_key_file  # schema guarantees it
