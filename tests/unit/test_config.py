@@ -1,78 +1,37 @@
-"""Config loading as a user meets it: a Pomerium-style file loads; each mistake is one line."""
+"""Config loading as a user meets it: a Pomerium-style file loads; each mistake is one line.
+
+The same mistakes through `python -m authgate` (a subprocess): tests/integration/test_cli.py.
+"""
 
 import base64
 import copy
 import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from authgate.cli import main
 from authgate.config import Settings, build_runtime, load_settings, settings_from_mapping
-from authgate.config.schema import decode_base64, parse_signing_key
+from authgate.config.schema import decode_base64
 from authgate.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def pem_of(key: Any) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-P256_KEY = ec.generate_private_key(ec.SECP256R1())
-SIGNING_KEY = b64(pem_of(P256_KEY))
-COOKIE_SECRET = b64(os.urandom(32))
-
-EXAMPLE_YAML = f"""\
-address: 127.0.0.1:8443
-certificate_file: tls/cert.pem
-certificate_key_file: tls/key.pem
-authenticate_service_url: https://authenticate.test:8443
-idp_provider: oidc
-idp_provider_url: http://127.0.0.1:9400
-idp_client_id: authgate
-idp_client_secret: secret
-signing_key: {SIGNING_KEY}
-cookie_secret: {COOKIE_SECRET}
-routes:
-  - from: https://jenkins.test:8443
-    to: unix:///run/jenkins/jenkins.socket
-    pass_identity_headers: true
-    host_rewrite_header: true
-    allow_websockets: true
-    policy:
-      - allow:
-          and:
-            - domain:
-                is: example.com
-  - from: https://status.test:8443
-    to: http://127.0.0.1:8081
-    allow_public_unauthenticated_access: true
-"""
-
-
-def example() -> dict[str, Any]:
-    return copy.deepcopy(yaml.safe_load(EXAMPLE_YAML))
-
-
-def load_and_build(raw: dict[str, Any], base: Path | None = None) -> Any:
-    """What `authgate run` does with a config: validate it, then build the runtime view."""
-    return build_runtime(settings_from_mapping(raw, base=base, environ={}), warn=False)
+from tests.support.sample_config import (
+    COOKIE_SECRET,
+    EXAMPLE_YAML,
+    P256_KEY,
+    P384_KEY,
+    SIGNING_KEY,
+    Mutation,
+    b64,
+    drop_keys,
+    example,
+    load_and_build,
+    pem_of,
+    public_numbers,
+    set_key,
+    set_route_key,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -80,11 +39,6 @@ def _no_config_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys can be overridden from the environment: keep the developer's out of these tests."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
-
-
-def public_numbers(key: ec.EllipticCurvePrivateKey) -> tuple[int, int]:
-    numbers = key.public_key().public_numbers()
-    return numbers.x, numbers.y
 
 
 # ---- the example from Pomerium's Jenkins guide loads ---------------------------------------
@@ -155,144 +109,118 @@ def test_comma_separated_lists_and_durations_as_pomerium_writes_them() -> None:
 
 # ---- every mistake: a ConfigError naming the key and the fix ---------------------------------
 
-Mutation = Callable[[dict[str, Any]], None]
-
-
-def _set(key: str, value: object) -> Mutation:
-    def mutate(raw: dict[str, Any]) -> None:
-        raw[key] = value
-
-    return mutate
-
-
-def _drop(*keys: str) -> Mutation:
-    def mutate(raw: dict[str, Any]) -> None:
-        for key in keys:
-            raw.pop(key)
-
-    return mutate
-
-
-def _route(index: int, key: str, value: object) -> Mutation:
-    def mutate(raw: dict[str, Any]) -> None:
-        raw["routes"][index][key] = value
-
-    return mutate
-
-
-P384_KEY = b64(pem_of(ec.generate_private_key(ec.SECP384R1())))
 RSA_KEY = b64(pem_of(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
 
 # (id, mutation, key named in the error, words of the fix that must appear)
 BAD_CONFIGS: list[tuple[str, Mutation, str, tuple[str, ...]]] = [
-    ("unknown top-level key", _set("colour", "blue"), "colour", ("unknown key", "spelling")),
+    ("unknown top-level key", set_key("colour", "blue"), "colour", ("unknown key", "spelling")),
     (
         "unknown route key",
-        _route(1, "allowed_domain", ["example.com"]),
+        set_route_key(1, "allowed_domain", ["example.com"]),
         "routes[1].allowed_domain",
         ("unknown key", "spelling"),
     ),
     (
         "from without scheme",
-        _route(0, "from", "jenkins.test:8443"),
+        set_route_key(0, "from", "jenkins.test:8443"),
         "routes[0].from",
         ("https://host[:port]",),
     ),
     (
         "from with a path",
-        _route(0, "from", "https://jenkins.test:8443/jenkins"),
+        set_route_key(0, "from", "https://jenkins.test:8443/jenkins"),
         "routes[0].from",
         ("remove the path",),
     ),
     (
         "from with a bad port",
-        _route(0, "from", "https://jenkins.test:99999"),
+        set_route_key(0, "from", "https://jenkins.test:99999"),
         "routes[0].from",
         ("1 to 65535",),
     ),
-    ("to ftp", _route(1, "to", "ftp://files.test/"), "routes[1].to", ("unix:///path.sock",)),
+    ("to ftp", set_route_key(1, "to", "ftp://files.test/"), "routes[1].to", ("unix:///path.sock",)),
     (
         "to relative unix path",
-        _route(0, "to", "unix://run/jenkins.sock"),
+        set_route_key(0, "to", "unix://run/jenkins.sock"),
         "routes[0].to",
         ("unix:///absolute/path.sock",),
     ),
     (
         "to unix without slashes",
-        _route(0, "to", "unix:run/jenkins.sock"),
+        set_route_key(0, "to", "unix:run/jenkins.sock"),
         "routes[0].to",
         ("unix:///absolute/path.sock",),
     ),
-    ("signing_key P-384", _set("signing_key", P384_KEY), "signing_key", ("P-256", "keygen")),
-    ("signing_key RSA", _set("signing_key", RSA_KEY), "signing_key", ("P-256", "keygen")),
+    ("signing_key P-384", set_key("signing_key", P384_KEY), "signing_key", ("P-256", "keygen")),
+    ("signing_key RSA", set_key("signing_key", RSA_KEY), "signing_key", ("P-256", "keygen")),
     (
         "signing_key not base64",
-        _set("signing_key", "not base64 at all!"),
+        set_key("signing_key", "not base64 at all!"),
         "signing_key",
         ("base64", "keygen"),
     ),
     (
         "signing_key base64 of junk",
-        _set("signing_key", b64(b"hello world")),
+        set_key("signing_key", b64(b"hello world")),
         "signing_key",
         ("PEM", "keygen"),
     ),
     (
         "cookie_secret 16 bytes",
-        _set("cookie_secret", b64(os.urandom(16))),
+        set_key("cookie_secret", b64(os.urandom(16))),
         "cookie_secret",
         ("16 bytes", "32", "head -c32 /dev/urandom | base64"),
     ),
     (
         "cookie_secret 64 bytes",
-        _set("cookie_secret", b64(os.urandom(64))),
+        set_key("cookie_secret", b64(os.urandom(64))),
         "cookie_secret",
         ("64 bytes", "32", "head -c32 /dev/urandom | base64"),
     ),
     (
         "cookie_secret not base64",
-        _set("cookie_secret", "this is not base64!"),
+        set_key("cookie_secret", "this is not base64!"),
         "cookie_secret",
         ("base64", "head -c32 /dev/urandom | base64"),
     ),
     (
         "missing authenticate_service_url",
-        _drop("authenticate_service_url"),
+        drop_keys("authenticate_service_url"),
         "authenticate_service_url",
         ("is required", "add it"),
     ),
     (
         "authenticate_service_url without scheme",
-        _set("authenticate_service_url", "authenticate.test:8443"),
+        set_key("authenticate_service_url", "authenticate.test:8443"),
         "authenticate_service_url",
         ("https://host[:port]",),
     ),
-    ("missing idp_client_id", _drop("idp_client_id"), "idp_client_id", ("is required",)),
+    ("missing idp_client_id", drop_keys("idp_client_id"), "idp_client_id", ("is required",)),
     (
         "missing idp_client_secret",
-        _drop("idp_client_secret"),
+        drop_keys("idp_client_secret"),
         "idp_client_secret",
         ("idp_client_secret_file",),
     ),
-    ("bad duration", _set("cookie_expire", "14 hours"), "cookie_expire", ("30s", "1h30m")),
-    ("bad route duration", _route(0, "timeout", "soon"), "routes[0].timeout", ("30s",)),
-    ("negative duration", _set("cookie_expire", -5), "cookie_expire", ("negative",)),
-    ("bad address", _set("address", "localhost"), "address", ("127.0.0.1:8443",)),
+    ("bad duration", set_key("cookie_expire", "14 hours"), "cookie_expire", ("30s", "1h30m")),
+    ("bad route duration", set_route_key(0, "timeout", "soon"), "routes[0].timeout", ("30s",)),
+    ("negative duration", set_key("cookie_expire", -5), "cookie_expire", ("negative",)),
+    ("bad address", set_key("address", "localhost"), "address", ("127.0.0.1:8443",)),
     (
         "unknown PPL criterion",
-        _route(0, "policy", [{"allow": {"and": [{"emial": {"is": "a@example.com"}}]}}]),
+        set_route_key(0, "policy", [{"allow": {"and": [{"emial": {"is": "a@example.com"}}]}}]),
         "routes[0].policy[0].allow.and[0].emial",
         ("unknown criterion `emial`", "email"),
     ),
     (
         "unknown PPL operator",
-        _route(0, "policy", [{"allow": {"xor": [{"accept": True}]}}]),
+        set_route_key(0, "policy", [{"allow": {"xor": [{"accept": True}]}}]),
         "routes[0].policy[0].allow.xor",
         ("unknown operator `xor`", "and, or, not or nor"),
     ),
     (
         "http route behind TLS",
-        _route(1, "from", "http://status.test:8443"),
+        set_route_key(1, "from", "http://status.test:8443"),
         "routes[1].from",
         ("https",),
     ),
@@ -533,96 +461,7 @@ def test_bad_secret_file_content_names_the_key(tmp_path: Path) -> None:
     assert info.value.key == "cookie_secret"
 
 
-# ---- the command line ----------------------------------------------------------------------
-
-
-def _clean_env() -> dict[str, str]:
-    """The test process's environment minus anything that would override config keys."""
-    return {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "authgate", *args],
-        cwd=cwd,
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _yaml_with(mutate: Mutation) -> str:
-    raw = example()
-    mutate(raw)
-    return yaml.safe_dump(raw)
-
-
-CLI_BAD_CONFIGS = [
-    pytest.param(_yaml_with(_set("colour", "blue")), "colour", id="unknown-key"),
-    pytest.param(_yaml_with(_set("signing_key", P384_KEY)), "signing_key", id="p384"),
-    pytest.param(
-        _yaml_with(_set("cookie_secret", b64(os.urandom(8)))), "cookie_secret", id="cookie-secret"
-    ),
-    pytest.param(
-        _yaml_with(_route(0, "to", "ftp://files.test/")), "routes[0].to", id="ftp-upstream"
-    ),
-    pytest.param(
-        _yaml_with(_route(0, "policy", [{"allow": {"or": [{"emial": "a@b.c"}]}}])),
-        "emial",
-        id="unknown-criterion",
-    ),
-    pytest.param("address: 1\nroutes: [\n", "not valid YAML", id="bad-yaml"),
-]
-
-
-@pytest.mark.parametrize(("text", "named"), CLI_BAD_CONFIGS)
-def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str, named: str) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    result = run_cli("envoy-config", "-c", str(config), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("authgate: config error:")
-    assert named in lines[0]
-    assert result.stdout == ""
-
-
-@pytest.mark.parametrize("command", ["authz", "run"])
-def test_other_commands_report_config_errors_the_same_way(tmp_path: Path, command: str) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(_yaml_with(_set("colour", "blue")))
-    result = run_cli(command, "-c", str(config), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("authgate: config error: colour: unknown key")
-
-
-def test_cli_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
-    result = run_cli("envoy-config", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("authgate: config error: cannot read config file")
-
-
-def test_cli_keygen_prints_a_p256_signing_key(tmp_path: Path) -> None:
-    result = run_cli("keygen", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (line,) = result.stdout.strip().splitlines()
-    pem = base64.b64decode(line, validate=True)
-    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
-    key = parse_signing_key(pem)
-    assert isinstance(key.curve, ec.SECP256R1)
-    # ... and it is accepted as `signing_key` as printed.
-    raw = example()
-    raw["signing_key"] = line
-    runtime = load_and_build(raw)
-    assert public_numbers(runtime.signing_key) == public_numbers(key)
+# ---- the command line, in-process -----------------------------------------------------------
 
 
 def test_keygen_cookie_secret_is_32_bytes_of_base64(capsys: pytest.CaptureFixture[str]) -> None:

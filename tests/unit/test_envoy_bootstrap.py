@@ -1,163 +1,50 @@
-"""The generated Envoy bootstrap: structure that matters for security, and Envoy accepts it."""
+"""The generated Envoy bootstrap: structure that matters for security.
 
-import base64
-import os
-from collections.abc import Iterator
+That the real `envoy --mode validate` accepts it: tests/integration/test_envoy_validate.py.
+"""
+
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 import yaml
 
-from authgate.config.load import settings_from_mapping
-from authgate.config.runtime import AUTHENTICATE_ROUTE_ID, RuntimeConfig, build_runtime
+from authgate.config.runtime import AUTHENTICATE_ROUTE_ID
 from authgate.contract import STRIP_COOKIES_HEADER
-from authgate.envoy import build_bootstrap, render_yaml, validate_config
-from authgate.envoy.bootstrap import AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, build_authz_cluster
+from authgate.envoy import render_yaml
+from authgate.envoy.bootstrap import AUTHZ_CLUSTER, build_authz_cluster
+from tests.support.bootstrap_doc import (
+    HOST_KEYS,
+    bootstrap,
+    clusters,
+    context,
+    endpoints,
+    ext_authz,
+    hcm,
+    https_cluster,
+    kitchen_sink,
+    listener,
+    one_route_doc,
+    only_route,
+    proxy_route,
+    route,
+    runtime,
+    vhosts,
+    write_test_certs,
+)
 
-COOKIE_SECRET = base64.b64encode(os.urandom(32)).decode()
-AUTHZ_ENDPOINTS = ["unix:/run/authgate/authz-0.sock", "unix:/run/authgate/authz-1.sock",
-                   "127.0.0.1:9901"]
-ADMIN = "unix:/run/authgate/envoy-admin.sock"
-
-
-# ---------------------------------------------------------------------------- fixtures/helpers
+# ---------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
-def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A trustme CA + `*.test` leaf, written into tmp_path and named by *relative* paths."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("*.test", "authenticate.test")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    names = write_test_certs(tmp_path)
     monkeypatch.chdir(tmp_path)
-    yield "cert.pem", "key.pem"
+    return names
 
 
-def runtime(routes: list[dict[str, Any]], *, tls: tuple[str, str] | None = None,
-            **extra: Any) -> RuntimeConfig:
-    scheme = "https" if tls else "http"
-    raw: dict[str, Any] = {
-        "address": "127.0.0.1:8443",
-        "authenticate_service_url": f"{scheme}://authenticate.test",
-        "idp_provider_url": "https://idp.test/realms/x",
-        "idp_client_id": "authgate",
-        "idp_client_secret": "s3cret",
-        "cookie_secret": COOKIE_SECRET,
-        "routes": routes,
-        **extra,
-    }
-    if tls:
-        raw["certificate_file"], raw["certificate_key_file"] = tls
-    else:
-        raw["insecure_server"] = True
-    return build_runtime(settings_from_mapping(raw, environ={}), warn=False)
-
-
-def route(from_: str, to: str | list[str], **options: Any) -> dict[str, Any]:
-    return {"from": from_, "to": to, "allow_any_authenticated_user": True, **options}
-
-
-def bootstrap(cfg: RuntimeConfig, **kw: Any) -> dict[str, Any]:
-    return build_bootstrap(cfg, kw.pop("endpoints", AUTHZ_ENDPOINTS), admin_address=ADMIN, **kw)
-
-
-def listener(doc: dict[str, Any]) -> dict[str, Any]:
-    (only,) = doc["static_resources"]["listeners"]
-    return only  # type: ignore[no-any-return]
-
-
-def hcm(doc: dict[str, Any]) -> dict[str, Any]:
-    (chain,) = listener(doc)["filter_chains"]
-    (flt,) = chain["filters"]
-    assert flt["name"] == "envoy.filters.network.http_connection_manager"
-    return flt["typed_config"]  # type: ignore[no-any-return]
-
-
-def ext_authz(doc: dict[str, Any]) -> dict[str, Any]:
-    return hcm(doc)["http_filters"][0]["typed_config"]  # type: ignore[no-any-return]
-
-
-def vhosts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {vh["name"]: vh for vh in hcm(doc)["route_config"]["virtual_hosts"]}
-
-
-def clusters(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in doc["static_resources"]["clusters"]}
-
-
-def context(route_doc: dict[str, Any]) -> dict[str, str]:
-    per_route = route_doc["typed_per_filter_config"][EXT_AUTHZ_FILTER]
-    assert per_route["@type"].endswith("ext_authz.v3.ExtAuthzPerRoute")
-    return per_route["check_settings"]["context_extensions"]  # type: ignore[no-any-return]
-
-
-def endpoints(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    (locality,) = cluster["load_assignment"]["endpoints"]
-    return [lb["endpoint"] for lb in locality["lb_endpoints"]]
-
-
-def proxy_route(doc: dict[str, Any], vhost: str, route_id: str) -> dict[str, Any]:
-    for r in vhosts(doc)[vhost]["routes"]:
-        if r.get("name") == route_id:
-            return r  # type: ignore[no-any-return]
-    raise AssertionError(f"no route {route_id} in {vhost}")
-
-
-# A config touching every feature, over TLS.
-def kitchen_sink(tls: tuple[str, str]) -> RuntimeConfig:
-    return runtime(
-        [
-            route("https://jenkins.test:8443", "unix:///run/jenkins/jenkins.sock",
-                  id="jenkins", allow_websockets=True, host_rewrite_header=True),
-            route("https://jenkins.test:8443", "http://10.1.2.3:8080", id="jenkins-api",
-                  path="/api/json", preserve_host_header=True),
-            route("https://app.test", ["http://app-a:8080", "http://app-b:8080"], id="app",
-                  prefix="/app/", timeout="90s", idle_timeout="10m"),
-            route("https://secure.test", "https://backend.internal:9443", id="secure",
-                  host_rewrite="backend.internal"),
-            route("https://hdr.test", "https://10.9.9.9", id="hdr",
-                  host_rewrite_header="X-Upstream-Host"),
-        ],
-        tls=tls,
-    )
-
-
-# ---------------------------------------------------------------------------- Envoy accepts it
-
-
-def test_kitchen_sink_tls_config_validates(certs: tuple[str, str], tmp_path: Path) -> None:
-    doc = bootstrap(kitchen_sink(certs))
-    validate_config(doc, tmp_path)
-
-
-def test_insecure_config_validates(tmp_path: Path) -> None:
-    cfg = runtime([route("http://jenkins.test:8080", "unix:///run/jenkins.sock")])
-    doc = bootstrap(cfg, endpoints=["unix:/run/authz.sock"])
-    validate_config(doc, tmp_path)
-    assert "transport_socket" not in listener(doc)["filter_chains"][0]
-    assert listener(doc)["name"] == "authgate_http"
-    assert listener(doc)["address"] == {
-        "socket_address": {"address": "127.0.0.1", "port_value": 8443}
-    }
-
-
-def test_validate_config_reports_envoys_message(tmp_path: Path) -> None:
-    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]))
-    doc["static_resources"]["clusters"][0]["lb_policy"] = "NO_SUCH_POLICY"
-    with pytest.raises(ValueError, match="NO_SUCH_POLICY"):
-        validate_config(doc, tmp_path)
-
-
-def test_validate_config_refuses_missing_certificate(certs: tuple[str, str],
-                                                     tmp_path: Path) -> None:
-    doc = bootstrap(kitchen_sink(certs))
-    Path("cert.pem").unlink()
-    with pytest.raises(ValueError, match=r"cert\.pem"):
-        validate_config(doc, tmp_path)
+# ---------------------------------------------------------------------------- rendering
 
 
 def test_render_yaml_round_trips() -> None:
@@ -330,33 +217,6 @@ def test_route_timeouts_come_from_the_config(certs: tuple[str, str]) -> None:
     assert action["idle_timeout"] == "600s"
 
 
-HOST_KEYS = ("auto_host_rewrite", "host_rewrite_literal", "host_rewrite_header")
-
-
-@pytest.mark.parametrize(
-    ("to", "options", "expected"),
-    [
-        ("http://10.0.0.1:8080", {}, {"auto_host_rewrite": True}),
-        ("http://app.internal", {}, {"auto_host_rewrite": True}),
-        ("unix:///run/app.sock", {}, {}),
-        ("http://10.0.0.1:8080", {"preserve_host_header": True}, {}),
-        ("http://10.0.0.1:8080", {"host_rewrite_header": True}, {}),
-        ("http://10.0.0.1:8080", {"host_rewrite": "app.example"},
-         {"host_rewrite_literal": "app.example"}),
-        ("http://10.0.0.1:8080", {"host_rewrite_header": "X-Target"},
-         {"host_rewrite_header": "X-Target"}),
-        ("unix:///run/app.sock", {"host_rewrite": "app.example"},
-         {"host_rewrite_literal": "app.example"}),
-    ],
-)
-def test_host_header_handling(to: str, options: dict[str, Any], expected: dict[str, Any],
-                              tmp_path: Path) -> None:
-    doc = bootstrap(runtime([route("http://a.test", to, id="r", **options)]))
-    action = proxy_route(doc, "a.test", "r")["route"]
-    assert {k: action[k] for k in HOST_KEYS if k in action} == expected
-    validate_config(doc, tmp_path)
-
-
 # ---------------------------------------------------------------------------- clusters
 
 
@@ -383,14 +243,6 @@ def test_authz_cluster(tmp_path: Path) -> None:
     assert doc["admin"]["address"] == {"pipe": {"path": "/run/authgate/envoy-admin.sock"}}
 
 
-def test_authz_cluster_by_dns_name_uses_strict_dns(tmp_path: Path) -> None:
-    doc = bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]),
-                    endpoints=["authz.authgate.svc:9000"])
-    authz = clusters(doc)[AUTHZ_CLUSTER]
-    assert authz["type"] == "STRICT_DNS"
-    validate_config(doc, tmp_path)
-
-
 def test_authz_cluster_refuses_bad_endpoints() -> None:
     with pytest.raises(ValueError, match="at least one"):
         build_authz_cluster([])
@@ -398,15 +250,6 @@ def test_authz_cluster_refuses_bad_endpoints() -> None:
         build_authz_cluster(["unix:/run/a.sock", "authz:9000"])
     with pytest.raises(ValueError, match="host:port"):
         build_authz_cluster(["authz"])
-
-
-def test_tcp_admin_address(tmp_path: Path) -> None:
-    doc = build_bootstrap(runtime([route("http://a.test", "http://10.0.0.1")]),
-                          ["127.0.0.1:9901"], admin_address="127.0.0.1:9902")
-    assert doc["admin"]["address"] == {
-        "socket_address": {"address": "127.0.0.1", "port_value": 9902}
-    }
-    validate_config(doc, tmp_path)
 
 
 def test_unix_upstream_cluster(certs: tuple[str, str]) -> None:
@@ -460,15 +303,6 @@ def test_https_upstream_by_ip_matches_ip_san_without_sni(certs: tuple[str, str])
     ]
 
 
-def test_upstream_ca_file_can_be_replaced(certs: tuple[str, str], tmp_path: Path) -> None:
-    doc = bootstrap(kitchen_sink(certs), upstream_ca_file=str(tmp_path / "ca.pem"))
-    tls = clusters(doc)["upstream-secure"]["transport_socket"]["typed_config"]
-    assert tls["common_tls_context"]["validation_context"]["trusted_ca"] == {
-        "filename": str(tmp_path / "ca.pem")
-    }
-    validate_config(doc, tmp_path)
-
-
 def test_one_cluster_per_route(certs: tuple[str, str]) -> None:
     cfg = kitchen_sink(certs)
     names = list(clusters(bootstrap(cfg)))
@@ -476,46 +310,6 @@ def test_one_cluster_per_route(certs: tuple[str, str]) -> None:
 
 
 # ---------------------------------------------------------------------------- route options
-
-
-def only_route(doc: dict[str, Any], vhost: str = "a.test") -> dict[str, Any]:
-    """The single proxy route of a one-route config (after the four internal routes)."""
-    routes = vhosts(doc)[vhost]["routes"]
-    assert len(routes) == 5
-    return routes[4]  # type: ignore[no-any-return]
-
-
-def one_route_doc(to: str = "http://10.0.0.1:8080", **options: Any) -> dict[str, Any]:
-    return bootstrap(runtime([route("http://a.test", to, id="r", **options)]))
-
-
-@pytest.fixture
-def private_ca(tmp_path: Path) -> Path:
-    path = tmp_path / "private-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(path))
-    return path
-
-
-def test_re2_program_size_limit_is_raised(tmp_path: Path) -> None:
-    # Envoy's default limit (100) refuses this; a route regex is operator config, and RE2 is
-    # linear-time.
-    doc = one_route_doc(regex="^/(job|view|api|static|adjuncts|computer){1,4}/[a-z0-9-]{1,40}/.*$")
-    (layer,) = doc["layered_runtime"]["layers"]
-    assert layer["static_layer"] == {"re2.max_program_size.error_level": 32768}
-    validate_config(doc, tmp_path)
-
-
-def test_regex_route_is_a_safe_regex(tmp_path: Path) -> None:
-    doc = one_route_doc(regex=r"^/(admin|superuser)/.*$")
-    r = only_route(doc)
-    assert r["match"] == {"safe_regex": {"regex": r"^/(admin|superuser)/.*$"}}
-    assert context(r) == {"route_id": "r", "kind": "route"}
-    validate_config(doc, tmp_path)
-
-
-def test_regex_with_re2_only_syntax_validates(tmp_path: Path) -> None:
-    doc = one_route_doc(regex=r"^/(?<section>\pL+)/\Q(x)\E\z")
-    validate_config(doc, tmp_path)
 
 
 def test_internal_routes_stay_first_before_regex_and_rewrites() -> None:
@@ -533,44 +327,6 @@ def test_internal_routes_stay_first_before_regex_and_rewrites() -> None:
     for internal in routes[:4]:  # authz answers these; no route option touches them
         assert "request_headers_to_add" not in internal
         assert "route" not in internal
-
-
-def test_prefix_rewrite(tmp_path: Path) -> None:
-    doc = one_route_doc(prefix="/admin/", prefix_rewrite="/")
-    r = only_route(doc)
-    assert r["match"] == {"prefix": "/admin/"}
-    assert r["route"]["prefix_rewrite"] == "/"
-    assert "regex_rewrite" not in r["route"]
-    validate_config(doc, tmp_path)
-
-
-def test_prefix_rewrite_on_an_exact_path(tmp_path: Path) -> None:
-    doc = one_route_doc(path="/api/json", prefix_rewrite="/json")
-    assert only_route(doc)["route"]["prefix_rewrite"] == "/json"
-    validate_config(doc, tmp_path)
-
-
-def test_regex_rewrite(tmp_path: Path) -> None:
-    doc = one_route_doc(regex_rewrite_pattern="^/service/([^/]+)(/.*)$",
-                        regex_rewrite_substitution="\\2/instance/\\1")
-    action = only_route(doc)["route"]
-    assert action["regex_rewrite"] == {
-        "pattern": {"regex": "^/service/([^/]+)(/.*)$"},
-        "substitution": "\\2/instance/\\1",
-    }
-    assert "prefix_rewrite" not in action
-    validate_config(doc, tmp_path)
-
-
-def test_host_path_regex_rewrite(tmp_path: Path) -> None:
-    doc = one_route_doc(host_path_regex_rewrite_pattern="^/(.+)/.+$",
-                        host_path_regex_rewrite_substitution="\\1")
-    action = only_route(doc)["route"]
-    assert action["host_rewrite_path_regex"] == {
-        "pattern": {"regex": "^/(.+)/.+$"}, "substitution": "\\1"
-    }
-    assert not any(k in action for k in HOST_KEYS)  # instead of auto_host_rewrite
-    validate_config(doc, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -592,62 +348,22 @@ def test_host_path_regex_rewrite_comes_after_the_other_host_options(
     assert {k: action[k] for k in HOST_KEYS if k in action} == expected
 
 
-def test_set_request_headers_overwrite_literally(tmp_path: Path) -> None:
-    doc = one_route_doc(set_request_headers={
-        "X-Team": "blue", "Authorization": "Basic dXNlcjpwYXNz", "X-Pct": "100% %REQ(x-client)%",
-        "X-Empty": "",
-    })
-    r = only_route(doc)
-    assert r["request_headers_to_add"] == [
-        {"header": {"key": "x-team", "value": "blue"},
-         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-        {"header": {"key": "authorization", "value": "Basic dXNlcjpwYXNz"},
-         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-        # `%` doubled: Envoy must not expand %REQ(...)% from a client header (nor refuse `100%`).
-        {"header": {"key": "x-pct", "value": "100%% %%REQ(x-client)%%"},
-         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-        {"header": {"key": "x-empty"},  # proto3 JSON leaves out the empty value
-         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": True},
-    ]
-    assert "request_headers_to_remove" not in r
-    validate_config(doc, tmp_path)
-
-
-def test_remove_request_headers(tmp_path: Path) -> None:
-    doc = one_route_doc(remove_request_headers=["X-Debug", "x-pomerium-claim-email"])
-    r = only_route(doc)
-    assert r["request_headers_to_remove"] == ["x-debug", "x-pomerium-claim-email"]
-    assert "request_headers_to_add" not in r
-    validate_config(doc, tmp_path)
-
-
 def test_no_header_mutations_touch_the_identity_namespace_or_the_assertion(
     certs: tuple[str, str],
 ) -> None:
     doc = bootstrap(kitchen_sink(certs))
+    added_keys: list[str] = []
+    removed: list[str] = []
     for vh in vhosts(doc).values():
         for r in vh["routes"]:
             for added in r.get("request_headers_to_add", []):
                 assert not added["header"]["key"].replace("_", "-").startswith("x-pomerium")
+                added_keys.append(added["header"]["key"])
             assert "x-pomerium-jwt-assertion" not in r.get("request_headers_to_remove", [])
-
-
-def https_cluster(doc: dict[str, Any]) -> dict[str, Any]:
-    tls = clusters(doc)["upstream-r"]["transport_socket"]
-    assert tls["name"] == "envoy.transport_sockets.tls"
-    return tls["typed_config"]  # type: ignore[no-any-return]
-
-
-def test_tls_server_name_is_sni_and_the_verified_name(tmp_path: Path) -> None:
-    doc = one_route_doc(to="https://10.0.0.5:8443", tls_server_name="backend.internal")
-    tls = https_cluster(doc)
-    assert tls["sni"] == "backend.internal"
-    validation = tls["common_tls_context"]["validation_context"]
-    assert validation["match_typed_subject_alt_names"] == [
-        {"san_type": "DNS", "matcher": {"exact": "backend.internal"}}
-    ]
-    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
-    validate_config(doc, tmp_path)
+            removed.extend(r.get("request_headers_to_remove", []))
+    # kitchen_sink's `app` route sets and removes headers: the loops above checked something.
+    assert added_keys == ["x-team", "x-forwarded-prefix"]
+    assert removed == ["x-debug", "x-pomerium-claim-email"]
 
 
 def test_tls_server_name_covers_every_upstream() -> None:
@@ -657,28 +373,6 @@ def test_tls_server_name_covers_every_upstream() -> None:
     assert [m["matcher"]["exact"] for m in validation["match_typed_subject_alt_names"]] == [
         "backend.internal"
     ]
-
-
-def test_tls_custom_ca_file_replaces_the_system_bundle(
-    private_ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(private_ca.parent)
-    doc = one_route_doc(to="https://backend.internal", tls_custom_ca_file=private_ca.name)
-    validation = https_cluster(doc)["common_tls_context"]["validation_context"]
-    assert validation["trusted_ca"] == {"filename": str(private_ca)}  # absolute for Envoy
-    assert validation["match_typed_subject_alt_names"] == [
-        {"san_type": "DNS", "matcher": {"exact": "backend.internal"}}
-    ]
-    assert "trust_chain_verification" not in validation
-    validate_config(doc, tmp_path)
-
-
-def test_tls_skip_verify_has_no_validation_context(tmp_path: Path) -> None:
-    doc = one_route_doc(to="https://backend.internal:8443", tls_skip_verify=True)
-    tls = https_cluster(doc)
-    assert tls["common_tls_context"] == {}
-    assert tls["sni"] == "backend.internal"  # still sent: the upstream may need it
-    validate_config(doc, tmp_path)
 
 
 def test_tls_options_stay_per_route(certs: tuple[str, str]) -> None:
@@ -693,22 +387,3 @@ def test_tls_options_stay_per_route(certs: tuple[str, str]) -> None:
     assert "validation_context" not in skipped["common_tls_context"]
 
 
-def test_every_route_option_together_validates(
-    certs: tuple[str, str], private_ca: Path, tmp_path: Path
-) -> None:
-    cfg = runtime(
-        [
-            route("https://app.test", "https://10.0.0.9:8443", id="all", regex="^/api/(.*)$",
-                  regex_rewrite_pattern="^/api/(.*)$", regex_rewrite_substitution="/v2/\\1",
-                  host_path_regex_rewrite_pattern="^/api/([a-z]+)/.*$",
-                  host_path_regex_rewrite_substitution="\\1.internal",
-                  set_request_headers={"X-From": "authgate"}, remove_request_headers=["X-Debug"],
-                  tls_server_name="api.internal", tls_custom_ca_file=str(private_ca),
-                  timeout="5s", idle_timeout="1m", pass_identity_headers=True,
-                  show_error_details=True),
-            route("https://app.test", "https://10.0.0.9:8443", id="rest", prefix="/old/",
-                  prefix_rewrite="/new/", tls_skip_verify=True),
-        ],
-        tls=certs,
-    )
-    validate_config(bootstrap(cfg), tmp_path)
