@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from authgate._pb.envoy.service.auth.v3 import external_auth_pb2
+from authgate.authn.handoff import accept_hand_off
 from authgate.authz.access import forward
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Allow, Respond
 from authgate.authz.redirects import safe_redirect
 from authgate.authz.response import to_check_response
-from authgate.authz.route_endpoints import callback
 from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import build_runtime, load_settings, settings_from_mapping
@@ -178,7 +178,7 @@ def check_handoff_token(token: str, nonce: str) -> None:
         {"cookie": f"{state.login_cookie}={nonce}", "accept": "text/html"},
         kind="internal",
     )
-    answer = callback(state, app_route(), ctx)
+    answer = accept_hand_off(state, app_route(), ctx)
     assert isinstance(answer, Respond)
     assert answer.status == 400, "a hand-off nobody sealed was accepted"
 
@@ -187,13 +187,13 @@ def check_handoff_payload(payload: object, nonce: str) -> None:
     """A hand-off sealed with the real key but with any content: 302 to the route with a
     session only when every part is right, else 400."""
     state = worker_state()
-    token = state.handoff_box.seal(payload, bound_to=HOST)  # type: ignore[arg-type]
+    token = state.handoff_box.box.seal(payload, bound_to=HOST)  # type: ignore[arg-type]
     ctx = context(
         f"/.pomerium/callback?handoff={token}",
         {"cookie": f"{state.login_cookie}={nonce}", "accept": "text/html"},
         kind="internal",
     )
-    answer = callback(state, app_route(), ctx)
+    answer = accept_hand_off(state, app_route(), ctx)
     assert isinstance(answer, Respond) and answer.status in (302, 400)
     if answer.status == 302:
         assert isinstance(payload, dict)

@@ -257,16 +257,16 @@ def assert_login_redirect(state: AuthzState, decision: Decision, target: str) ->
     assert f"{location.scheme}://{location.netloc}" == origin
     assert location.path == "/.pomerium/sign_in"
     (req,) = parse_qs(location.query)["req"]
-    request = state.sign_in_box.open(req, bound_to=state.cfg.authenticate_netloc)
-    assert request is not None
-    assert request["t"] == target
-    assert request["exp"] > time.time()
+    opened = state.sign_in_box.open(req, bound_to=state.cfg.authenticate_netloc)
+    request = opened.value
+    assert request.target == target
+    assert opened.expires_at > time.time()
     (cookie,) = decision.cookies
     first, *attrs = cookie.split("; ")
     name, _, nonce = first.partition("=")
     assert name == state.login_cookie
     assert len(nonce) == 32
-    assert request["n"] == nonce
+    assert request.nonce == nonce
     assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(attrs)
     assert ("Secure" in attrs) is state.secure
     return nonce

@@ -2,13 +2,13 @@
 
 import math
 import re
-import secrets
-import time
 
+from authgate.authn.sign_in import start_login
 from authgate.authz import pages
 from authgate.authz.context import RequestContext
+from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Allow, Decision, Respond
-from authgate.authz.state import LOGIN_TTL_S, AuthzState
+from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import (
     ASSERTION_HEADER,
@@ -20,29 +20,10 @@ from authgate.contract import (
 from authgate.policy import PolicyInput
 from authgate.session import Session
 from authgate.session.cookies import (
-    cookie_values,
     first_cookie,
     has_any,
-    set_cookie,
     without_cookies,
 )
-
-# A client may send the session cookie several times; a few tries, then no session.
-MAX_SESSION_CANDIDATES = 4
-
-
-def session_from_cookies(state: AuthzState, ctx: RequestContext, netloc: str) -> Session | None:
-    """The first session cookie (in any Cookie header, any spelling) that opens for `netloc`."""
-    for value in cookie_values(ctx.cookies, state.session_cookie)[:MAX_SESSION_CANDIDATES]:
-        session = state.sessions.decode(value, netloc)
-        if session is not None:
-            return session
-    return None
-
-
-def current_session(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Session | None:
-    return session_from_cookies(state, ctx, route.netloc)
-
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -123,28 +104,9 @@ def forward(
     return Allow(set_headers=tuple(set_headers), remove_headers=tuple(remove), until=until)
 
 
-def login_redirect(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
-    """Send the browser to the authenticate service, bound to this browser by a nonce cookie."""
-    nonce = first_cookie(ctx.cookies, state.login_cookie)
-    if not nonce or len(nonce) != 32 or not nonce.isascii() or not nonce.isalnum():
-        nonce = secrets.token_hex(16)
-    request = state.sign_in_box.seal(
-        {
-            "t": route.origin + ctx.path,
-            "n": nonce,
-            "h": route.netloc,
-            "exp": int(time.time()) + LOGIN_TTL_S,
-        },
-        bound_to=state.cfg.authenticate_netloc,
-    )
-    cookie = set_cookie(state.login_cookie, nonce, max_age=LOGIN_TTL_S, secure=state.secure)
-    location = f"{state.cfg.authenticate_origin}/.pomerium/sign_in?req={request}"
-    return pages.redirect(location, cookies=(cookie,))
-
-
 def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     if ctx.wants_html:
-        return login_redirect(state, route, ctx)
+        return start_login(state, route, ctx)
     return pages.json_answer(
         401, {"error": "unauthenticated", "message": "sign in first: open this URL in a browser"}
     )

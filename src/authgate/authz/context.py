@@ -47,6 +47,9 @@ class RequestContext:
     def cookies(self) -> list[tuple[str, str]]:
         return parse_cookie_headers(self.cookie_bytes)
 
+    def cookie_values(self, name: str) -> list[str]:
+        return [value for key, value in self.cookies if key == name]
+
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}{self.path}"

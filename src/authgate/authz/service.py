@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from authgate._pb.envoy.config.core.v3 import base_pb2
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from authgate.authn import LoginError
 from authgate.authz import pages
 from authgate.authz.access import check_route
 from authgate.authz.authenticate import handle_authenticate
@@ -77,6 +78,13 @@ def _select_route(state: AuthzState, ctx: RequestContext) -> RequestContext | Re
 
 async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
     """Route by the id the generated Envoy matched; without one, by the shared matcher."""
+    try:
+        return await _decide(state, ctx)
+    except LoginError as error:
+        return pages.error(ctx, error.status, error.title, str(error), error.code)
+
+
+async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
     if not ctx.generated_envoy:
         selected = _select_route(state, ctx)
         if isinstance(selected, Respond):

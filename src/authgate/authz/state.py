@@ -12,14 +12,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from authgate.assertion import AssertionSigner
+from authgate.authn.tokens import (
+    CsrfToken,
+    HandOff,
+    LoginState,
+    SignedOutState,
+    SignInRequest,
+    SignOutRequest,
+    TokenBox,
+)
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.oidc import OidcClient
-from authgate.session import SealedBox, SessionCodec
+from authgate.session import SessionCodec
 
 HANDOFF_TTL_S = 60
 LOGIN_TTL_S = 600
 SIGNOUT_TTL_S = 120
+CSRF_TTL_S = 3600
 
 
 class SeenTokens:
@@ -75,11 +85,12 @@ class AuthzState:
     sessions: SessionCodec
     signer: AssertionSigner
     oidc: OidcClient
-    sign_in_box: SealedBox  # route host -> authenticate host login requests
-    login_box: SealedBox  # the authenticate host's in-flight login (state, nonce, PKCE)
-    handoff_box: SealedBox  # authenticate host -> route host session hand-off
-    signout_box: SealedBox  # route host -> authenticate host sign-out
-    csrf_box: SealedBox
+    sign_in_box: TokenBox[SignInRequest]  # route host -> authenticate host
+    login_box: TokenBox[LoginState]  # the authenticate host's in-flight IdP login
+    handoff_box: TokenBox[HandOff]  # authenticate host -> route host: the session
+    signout_box: TokenBox[SignOutRequest]  # route host -> authenticate host
+    signed_out_box: TokenBox[SignedOutState]  # through the IdP's logout and back
+    csrf_box: TokenBox[CsrfToken]  # a route host's sign-out form
     allow_memo: AllowMemo
     seen_handoffs: SeenTokens = field(default_factory=SeenTokens)
     # Policies with date/time criteria read this; tests inject a fixed clock.
@@ -125,9 +136,11 @@ class AuthzState:
                 redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
                 scopes=list(cfg.settings.idp_scopes),
             ),
-            sign_in_box=SealedBox(key, "authgate sign-in request v1"),
-            login_box=SealedBox(key, "authgate login state v1"),
-            handoff_box=SealedBox(key, "authgate hand-off v1"),
-            signout_box=SealedBox(key, "authgate sign-out v1"),
-            csrf_box=SealedBox(key, "authgate csrf v1"),
+            sign_in_box=TokenBox(key, "authgate sign-in request v1", SignInRequest, LOGIN_TTL_S),
+            login_box=TokenBox(key, "authgate login state v1", LoginState, LOGIN_TTL_S),
+            handoff_box=TokenBox(key, "authgate hand-off v1", HandOff, HANDOFF_TTL_S),
+            signout_box=TokenBox(key, "authgate sign-out v1", SignOutRequest, SIGNOUT_TTL_S),
+            # The same purpose as sign-out requests, told apart by where they are bound.
+            signed_out_box=TokenBox(key, "authgate sign-out v1", SignedOutState, SIGNOUT_TTL_S),
+            csrf_box=TokenBox(key, "authgate csrf v1", CsrfToken, CSRF_TTL_S),
         )

@@ -47,6 +47,8 @@ def _read_secret_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             raise ConfigError(
                 file_key, f"cannot read {path}: {exc.strerror}", "fix the path"
             ) from None
+        except ValueError:  # a NUL in the path, or a file that is not text
+            raise ConfigError(file_key, f"cannot read {path!r}", "fix the path") from None
         if merged.get(key):
             raise ConfigError(key, f"set both `{key}` and `{file_key}`", "keep only one of them")
         if key == "signing_key" and "BEGIN" in text:
@@ -96,6 +98,8 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path, or bytes that are not UTF-8
+        raise ConfigError("", f"cannot read config file {path!r}: not UTF-8 text") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

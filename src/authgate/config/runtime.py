@@ -4,7 +4,7 @@ import base64
 import secrets
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
@@ -32,9 +32,9 @@ class RouteRuntime:
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     settings: Settings
-    cookie_key: bytes
-    signing_key: ec.EllipticCurvePrivateKey
-    client_secret: str
+    cookie_key: bytes = field(repr=False)
+    signing_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    client_secret: str = field(repr=False)
     routes: tuple[RouteRuntime, ...]
     routes_by_id: Mapping[str, RouteRuntime]
     hosts: Mapping[str, RouteRuntime]  # netloc -> first route of that host

@@ -532,12 +532,13 @@ class Settings(BaseModel):
     idp_provider: Literal["oidc"] = "oidc"
     idp_provider_url: str
     idp_client_id: str = Field(min_length=1)
-    idp_client_secret: str | None = None
+    # Secrets never appear in a repr (logs, tracebacks, `authgate check`).
+    idp_client_secret: str | None = Field(default=None, repr=False)
     idp_client_secret_file: str | None = None
     idp_scopes: StrList = Field(default_factory=lambda: list(DEFAULT_SCOPES))
-    signing_key: str | None = None
+    signing_key: str | None = Field(default=None, repr=False)
     signing_key_file: str | None = None
-    cookie_secret: str | None = None
+    cookie_secret: str | None = Field(default=None, repr=False)
     cookie_secret_file: str | None = None
     cookie_name: str = Field(default="_pomerium", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     cookie_expire: Duration = timedelta(hours=14)

@@ -1,0 +1,76 @@
+"""The hand-off: the authenticate host gives a route host the session, in a sealed, short-lived,
+single-use token that only the browser holding the route host's login nonce can use."""
+
+import html
+import secrets
+import time
+
+from authgate.authn.errors import InvalidToken
+from authgate.authn.tokens import HandOff, SignInRequest
+from authgate.authz import pages
+from authgate.authz.context import RequestContext
+from authgate.authz.decision import Respond
+from authgate.authz.redirects import safe_redirect
+from authgate.authz.state import AuthzState
+from authgate.config import RouteRuntime
+from authgate.contract import ROUTE_CALLBACK_PATH
+from authgate.session import Session, same_text
+from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
+
+
+def hand_off(state: AuthzState, request: SignInRequest, session: Session) -> Respond:
+    route = state.cfg.hosts[request.route_netloc]
+    sealed = state.handoff_box.seal(
+        HandOff(
+            session=session.to_payload(),
+            target=request.target,
+            nonce=request.nonce,
+            token_id=secrets.token_urlsafe(16),
+        ),
+        bound_to=route.netloc,
+    )
+    return pages.redirect(f"{route.origin}{ROUTE_CALLBACK_PATH}?handoff={sealed}")
+
+
+def _bad_handoff(state: AuthzState, route: RouteRuntime) -> Respond:
+    return pages.html_page(
+        400,
+        "Sign-in link expired",
+        f"<p>This sign-in link is invalid, expired or was already used.</p>"
+        f'<p><a href="{html.escape(route.origin)}/">Sign in again</a></p>',
+        cookies=(clear_cookie(state.login_cookie, secure=state.secure),),
+    )
+
+
+def _redeem(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> tuple[Session, str]:
+    opened = state.handoff_box.open(ctx.param("handoff"), bound_to=route.netloc)
+    handoff = opened.value
+    # Spent on its first presentation, whatever follows: a hand-off shown by the wrong browser
+    # (an attacker's sign-in link opened by a victim) is dead for everyone.
+    if not state.seen_handoffs.first_use(handoff.token_id, opened.expires_at):
+        raise InvalidToken("already used")
+    nonce = first_cookie(ctx.cookies, state.login_cookie)
+    if not nonce or not same_text(handoff.nonce, nonce):
+        raise InvalidToken("another browser's hand-off")
+    session = Session.from_payload(handoff.session)
+    target = safe_redirect(handoff.target, route.origin)
+    if session is None or not session.valid(time.time()) or target is None:
+        raise InvalidToken("no session to hand off")
+    return session, target
+
+
+def accept_hand_off(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+    """The route host's callback: set this host's session cookie and go to the first URL."""
+    try:
+        session, target = _redeem(state, route, ctx)
+    except InvalidToken:
+        return _bad_handoff(state, route)
+    cookie = set_cookie(
+        state.session_cookie,
+        state.sessions.encode(session, route.netloc),
+        max_age=max(0, session.expires_at - int(time.time())),
+        secure=state.secure,
+    )
+    return pages.redirect(
+        target, cookies=(cookie, clear_cookie(state.login_cookie, secure=state.secure))
+    )

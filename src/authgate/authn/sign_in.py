@@ -1,0 +1,146 @@
+"""Signing in: the route host sends the browser to the authenticate host with a sealed request;
+there the user logs in at the IdP (or already is), and the session is handed to the route host.
+
+Route host: `start_login` (302 to the authenticate host, the login nonce cookie set).
+Authenticate host: `sign_in` (hand off, or begin the IdP login) and `oauth_callback`.
+"""
+
+import secrets
+
+from authgate.authn.errors import (
+    IdpRefused,
+    IdpUnavailable,
+    IdTokenRejected,
+    InvalidToken,
+    LoginError,
+)
+from authgate.authn.handoff import hand_off
+from authgate.authn.tokens import LoginState, SignInRequest
+from authgate.authz import pages
+from authgate.authz.context import RequestContext
+from authgate.authz.cookie_session import session_from_cookies
+from authgate.authz.decision import Respond
+from authgate.authz.redirects import safe_redirect
+from authgate.authz.state import AuthzState
+from authgate.config import RouteRuntime
+from authgate.contract import SIGN_IN_PATH
+from authgate.oidc import IdpError, TokenRejected
+from authgate.session import Session, same_text
+from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
+
+
+def _nonce_of(state: AuthzState, ctx: RequestContext) -> str:
+    """This browser's login nonce: kept while it is well formed, so parallel tabs agree."""
+    nonce = first_cookie(ctx.cookies, state.login_cookie)
+    if not nonce or len(nonce) != 32 or not nonce.isascii() or not nonce.isalnum():
+        nonce = secrets.token_hex(16)
+    return nonce
+
+
+def start_login(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+    """Send the browser to the authenticate service, bound to this browser by a nonce cookie."""
+    nonce = _nonce_of(state, ctx)
+    request = SignInRequest(target=route.origin + ctx.path, nonce=nonce, route_netloc=route.netloc)
+    sealed = state.sign_in_box.seal(request, bound_to=state.cfg.authenticate_netloc)
+    cookie = set_cookie(
+        state.login_cookie, nonce, max_age=state.sign_in_box.ttl_s, secure=state.secure
+    )
+    location = f"{state.cfg.authenticate_origin}{SIGN_IN_PATH}?req={sealed}"
+    return pages.redirect(location, cookies=(cookie,))
+
+
+def open_sign_in(state: AuthzState, sealed: str | None) -> SignInRequest:
+    """A sign-in request we sealed, still fresh, for a route host, returning to that host."""
+    request = state.sign_in_box.open(sealed, bound_to=state.cfg.authenticate_netloc).value
+    route = state.cfg.hosts.get(request.route_netloc)
+    if route is None:
+        raise InvalidToken("not a route host")
+    target = safe_redirect(request.target, route.origin)
+    if target is None:
+        raise InvalidToken("the return address leaves the route")
+    return SignInRequest(target=target, nonce=request.nonce, route_netloc=route.netloc)
+
+
+def authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:
+    return session_from_cookies(state, ctx, state.cfg.authenticate_netloc)
+
+
+async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
+    try:
+        request = open_sign_in(state, ctx.param("req"))
+    except InvalidToken:
+        raise InvalidToken(
+            "This sign-in link is invalid or expired. Open the application again to sign in."
+        ) from None
+    session = authn_session(state, ctx)
+    if session is not None:
+        return hand_off(state, request, session)
+    try:
+        login = await state.oidc.begin_login()
+    except IdpError as exc:
+        raise IdpUnavailable(f"The identity provider is unavailable: {exc}") from None
+    sealed = state.login_box.seal(
+        LoginState(
+            state=login.state,
+            nonce=login.nonce,
+            code_verifier=login.code_verifier,
+            request=request,
+        ),
+        bound_to=state.cfg.authenticate_netloc,
+    )
+    cookie = set_cookie(
+        state.authn_login_cookie, sealed, max_age=state.login_box.ttl_s, secure=state.secure
+    )
+    return pages.redirect(login.url, cookies=(cookie,))
+
+
+def _login_state(state: AuthzState, ctx: RequestContext) -> LoginState:
+    raw = first_cookie(ctx.cookies, state.authn_login_cookie)
+    try:
+        login = state.login_box.open(raw, bound_to=state.cfg.authenticate_netloc).value
+    except InvalidToken:
+        login = None
+    got_state = ctx.param("state") or ""
+    if login is None or not got_state or not same_text(login.state, got_state):
+        raise InvalidToken(
+            "This sign-in attempt is unknown or expired (state mismatch). "
+            "Open the application again."
+        )
+    return login
+
+
+async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
+    """The IdP's answer: code -> ID token -> session here, then the hand-off. The login-state
+    cookie is cleared whatever happens."""
+    clear_login = clear_cookie(state.authn_login_cookie, secure=state.secure)
+    try:
+        answer = await _complete_login(state, ctx)
+    except LoginError as error:
+        page = pages.error(ctx, error.status, error.title, str(error), error.code)
+        return Respond(page.status, page.headers, page.body, (*page.cookies, clear_login))
+    return Respond(answer.status, answer.headers, answer.body, (*answer.cookies, clear_login))
+
+
+async def _complete_login(state: AuthzState, ctx: RequestContext) -> Respond:
+    login = _login_state(state, ctx)
+    if ctx.param("error"):
+        desc = ctx.param("error_description") or ctx.param("error") or ""
+        raise IdpRefused(f"The identity provider refused the sign-in: {desc}")
+    code = ctx.param("code")
+    if not code:
+        raise LoginError("The identity provider sent no authorization code.")
+    try:
+        claims = await state.oidc.complete_login(code, login.code_verifier, login.nonce)
+    except IdpError as exc:
+        raise IdpUnavailable(f"The identity provider is unavailable: {exc}") from None
+    except TokenRejected as exc:
+        raise IdTokenRejected(f"The identity provider's answer was rejected: {exc}") from None
+    session = Session.from_claims(claims, state.session_lifetime_s)
+    authn_cookie = set_cookie(
+        state.session_cookie,
+        state.sessions.encode(session, state.cfg.authenticate_netloc),
+        max_age=state.session_lifetime_s,
+        secure=state.secure,
+    )
+    answer = hand_off(state, login.request, session)
+    return Respond(status=answer.status, headers=answer.headers, cookies=(authn_cookie,))
