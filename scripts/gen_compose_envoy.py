@@ -8,7 +8,7 @@ service) and Envoy's admin listening on 0.0.0.0:9901 inside its container (docke
 publishes it on 127.0.0.1 only).
 
 The output depends only on the config file and authgate's bootstrap generator, so it is
-reproducible; tests/unit/test_compose_files.py checks that the committed file is fresh.
+reproducible; tests/integration/test_generated_files.py checks that the committed file is fresh.
 
 Usage: python scripts/gen_compose_envoy.py [--out PATH] [--check]
 """

@@ -11,7 +11,7 @@ of a generated module is rewritten to be package-qualified under ``authgate._pb`
 ``googleapis-common-protos``) are left alone.
 
 The output depends only on the vendored protos and the pinned ``grpcio-tools``; it carries no
-timestamps, so regenerating is byte-for-byte reproducible (tests/unit/test_protos_fresh.py
+timestamps, so regenerating is byte-for-byte reproducible (tests/integration/test_generated_files.py
 checks that the committed stubs are fresh).
 
 Usage: python scripts/gen_protos.py [--out DIR]
