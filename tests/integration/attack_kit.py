@@ -3,9 +3,10 @@
 * `raw_request`: one HTTP/1.1 request written byte for byte over TLS (obs-fold header lines,
   request targets no client library would send), the answer parsed by the standard library;
 * `where_a_browser_goes`: resolve a `Location` the way a browser does (WHATWG URL parser, ada);
-* `HostileStack` / the `hostile` fixture: a second real stack (Envoy + authgate + the test IdP
-  with its test-control endpoint on, users with tricky emails, an upstream that records
-  everything) for the attacks that need an IdP the test can steer;
+* `HostileStack` / the `hostile_stack` fixture: a second real stack (Envoy + authgate + the test
+  IdP with its test-control endpoint on, users with tricky emails, an upstream that records
+  everything) for the attacks that need an IdP the test can steer; like `env`, one per stack
+  mode (`generated`: `authgate run`; `byo`: `authgate authz` behind a hand-written Envoy);
 * `mint`: values sealed with a stack's real `cookie_secret`, to build expired or misplaced
   tokens that only the server could have made.
 """
@@ -31,6 +32,7 @@ import pytest
 
 from authgate.config.runtime import generate_signing_key_b64
 from authgate.session import SealedBox, Session, SessionCodec
+from tests.support.byo_stack import ByoStack, stack_class
 from tests.support.certs import TestPKI, make_pki
 from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
@@ -228,8 +230,9 @@ class HostileStack:
     pki: TestPKI
     idp: TestIdP
     upstream: SampleUpstream
-    stack: AuthgateStack
+    stack: AuthgateStack | ByoStack
     mint: Mint
+    mode: str = "generated"
 
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
@@ -411,7 +414,7 @@ def hostile_config(
     }
 
 
-def start_hostile(workdir: Path) -> Iterator[HostileStack]:
+def start_hostile(workdir: Path, mode: str = "generated") -> Iterator[HostileStack]:
     port = free_port()
     pki = make_pki(workdir / "tls", HOSTILE_HOSTS)
     idp = TestIdP(
@@ -430,14 +433,17 @@ def start_hostile(workdir: Path) -> Iterator[HostileStack]:
     with idp, upstream:
         assert upstream.port is not None
         config = hostile_config(port, pki, idp, upstream.port, secret)
-        with AuthgateStack(workdir / "stack", config, workers=2, ca_file=pki.ca_file) as stack:
-            yield HostileStack(port, pki, idp, upstream, stack, mint_for(config))
+        with stack_class(mode)(workdir / "stack", config, workers=2, ca_file=pki.ca_file) as stack:
+            yield HostileStack(port, pki, idp, upstream, stack, mint_for(config), mode)
 
 
 @pytest.fixture(scope="session")
-def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileStack]:
+def hostile_stack(
+    tmp_path_factory: pytest.TempPathFactory, stack_mode: str
+) -> Iterator[HostileStack]:
+    # `stack_mode` (tests/integration/conftest.py) runs each test against both kinds of stack.
     # Name mapping is per test (the autouse fixture); never left on for the whole session.
-    yield from start_hostile(tmp_path_factory.mktemp("hostile"))
+    yield from start_hostile(tmp_path_factory.mktemp(f"hostile-{stack_mode}"), stack_mode)
 
 
 def random_bytes_b64(n: int) -> str:
@@ -447,11 +453,13 @@ def random_bytes_b64(n: int) -> str:
 # ---------------------------------------------------------------------------- health after a batch
 
 
-def assert_stack_healthy(stack: AuthgateStack, pids: list[int], log_from: int, probe: str) -> None:
+def assert_stack_healthy(
+    stack: AuthgateStack | ByoStack, pids: list[int], log_from: int, probe: str
+) -> None:
     """After a hostile batch: the same workers are alive, none failed a Check with an
     exception (the servicer logs `check_failed`, and Envoy would have answered 503), and a
     normal request still goes through Envoy to a worker and on to the upstream."""
-    assert stack.proc is not None and stack.proc.poll() is None, "authgate run exited"
+    assert stack.proc is not None and stack.proc.poll() is None, "a stack process exited"
     assert stack.worker_pids() == pids, "a worker was replaced"
     assert all(os.path.exists(f"/proc/{pid}") for pid in pids), "a worker died"
     new_log = stack.log()[log_from:]
@@ -473,6 +481,9 @@ def hostile_stays_healthy(hostile_stack: HostileStack) -> Iterator[None]:
 
 @pytest.fixture
 def env_stays_healthy(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "env" not in request.fixturenames:  # a test that never touches the stack cannot hurt it
+        yield
+        return
     env = request.getfixturevalue("env")
     pids, log_from = env.stack.worker_pids(), len(env.stack.log())
     yield

@@ -1,4 +1,16 @@
-"""The real stack: Envoy + authgate workers + the oidc-provider IdP + upstreams, over TLS."""
+"""The real stack: Envoy + authgate workers + the oidc-provider IdP + upstreams, over TLS.
+
+Every test that uses the shared stacks (`env`, `fresh_env`, `hostile_stack`) runs twice, once per
+way of sitting beside Envoy (DESIGN.md, "Two ways to sit beside Envoy"); the mode is in the test
+id:
+
+* `generated`: `authgate run` (tests/support/stack.py), Envoy from authgate's own bootstrap;
+* `byo`: `authgate authz` workers behind an Envoy config written by hand
+  (tests/support/byo_stack.py), which sends no context_extensions.
+
+`@pytest.mark.generated_only("why")` skips a test for `byo` (it checks `authgate run` itself, or
+the generated bootstrap); `@pytest.mark.byo_only("why")` the other way round.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ import httpx
 import pytest
 
 from authgate.config.runtime import generate_signing_key_b64
+from tests.support.byo_stack import STACK_MODES, ByoStack, stack_class
 from tests.support.certs import TestPKI, make_pki
 from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
@@ -23,6 +36,36 @@ from tests.support.upstream import SampleUpstream
 
 HOSTS = ["jenkins.test", "other.test", "status.test", "authenticate.test"]
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+Stack = AuthgateStack | ByoStack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "generated_only(reason): needs `authgate run` / the generated bootstrap; "
+        "skipped for the byo stack mode",
+    )
+    config.addinivalue_line(
+        "markers", "byo_only(reason): only meaningful behind a hand-written Envoy"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip (before any fixture starts a stack) the tests marked for the other mode."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("stack_mode") if callspec is not None else None
+        for marker, other in (("generated_only", "byo"), ("byo_only", "generated")):
+            mark = item.get_closest_marker(marker)
+            if mark is not None and mode == other:
+                why = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
+                item.add_marker(pytest.mark.skip(reason=f"{marker.replace('_', ' ')}: {why}"))
+
+
+@pytest.fixture(scope="session", params=STACK_MODES)
+def stack_mode(request: pytest.FixtureRequest) -> str:
+    """`generated` or `byo`: which stack `env`, `fresh_env` and `hostile_stack` start."""
+    return str(request.param)
 
 
 @dataclass
@@ -35,7 +78,8 @@ class Env:
     jenkins: SampleUpstream
     other: SampleUpstream
     status: SampleUpstream
-    stack: AuthgateStack
+    stack: Stack
+    mode: str = "generated"
 
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
@@ -100,7 +144,7 @@ def stack_config(
     }
 
 
-def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
+def start_env(workdir: Path, workers: int = 1, mode: str = "generated") -> Iterator[Env]:
     port = free_port()
     pki = make_pki(workdir / "tls", HOSTS)
     idp = TestIdP(clients=[authgate_client(port)])
@@ -124,22 +168,22 @@ def start_env(workdir: Path, workers: int = 1) -> Iterator[Env]:
         with jenkins, other, status:
             assert other.port is not None and status.port is not None
             config = stack_config(port, pki, idp, sock, other.port, status.port)
-            with AuthgateStack(
+            with stack_class(mode)(
                 workdir / "stack", config, workers=workers, ca_file=pki.ca_file
             ) as stack:
-                yield Env(port, pki, idp, jenkins, other, status, stack)
+                yield Env(port, pki, idp, jenkins, other, status, stack, mode)
 
 
 @pytest.fixture(scope="session")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """One shared stack (2 workers) for the non-destructive tests."""
-    yield from start_env(tmp_path_factory.mktemp("stack"), workers=2)
+def env(tmp_path_factory: pytest.TempPathFactory, stack_mode: str) -> Iterator[Env]:
+    """One shared stack (2 workers) per mode for the non-destructive tests."""
+    yield from start_env(tmp_path_factory.mktemp(f"stack-{stack_mode}"), 2, stack_mode)
 
 
 @pytest.fixture
-def fresh_env(tmp_path: Path) -> Iterator[Env]:
+def fresh_env(tmp_path: Path, stack_mode: str) -> Iterator[Env]:
     """A private stack for tests that break things (stopping workers)."""
-    yield from start_env(tmp_path, workers=1)
+    yield from start_env(tmp_path, 1, stack_mode)
 
 
 @pytest.fixture(autouse=True)

@@ -301,6 +301,10 @@ def test_sign_out_ends_the_session(env: Env) -> None:
         assert urlsplit(str(again.url)).hostname == "127.0.0.1"
 
 
+@pytest.mark.generated_only(
+    "`authgate run` supervises its workers; behind a user's Envoy, whoever started "
+    "`authgate authz` does (test_faults restarts a killed worker under the same Envoy)"
+)
 def test_run_exits_nonzero_naming_the_dead_worker(fresh_env: Env) -> None:
     env = fresh_env
     with env.browser() as client:

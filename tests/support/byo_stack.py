@@ -36,9 +36,12 @@ import httpx
 import yaml
 
 from tests.support.resolve import map_hosts
-from tests.support.stack import free_port
+from tests.support.stack import AuthgateStack, free_port
 
 TEMPLATE = Path(__file__).with_name("byo_envoy.yaml")
+# The two ways to sit beside Envoy (DESIGN.md): `authgate run`, or `authgate authz` behind
+# an Envoy someone wrote. The integration fixtures run their tests against both.
+STACK_MODES = ("generated", "byo")
 AUTHZ_CLUSTER = "authgate_authz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 HCM_TYPE = (
@@ -428,3 +431,10 @@ class ByoStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def stack_class(mode: str) -> type[AuthgateStack] | type[ByoStack]:
+    """The stack a test fixture starts for `mode` (one of STACK_MODES)."""
+    if mode not in STACK_MODES:
+        raise ValueError(f"unknown stack mode {mode!r}")
+    return ByoStack if mode == "byo" else AuthgateStack
