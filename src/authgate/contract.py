@@ -26,6 +26,9 @@ AUTHENTICATE_ROUTE_ID = "__authenticate__"
 
 # Headers.
 ASSERTION_HEADER = "x-pomerium-jwt-assertion"
+# Pomerium's older convention (routes with `legacy_assertion: true`).
+LEGACY_ASSERTION_HEADER = "x-pomerium-iap-jwt-assertion"
+LEGACY_ISSUER = "pomerium-proxy"
 IDENTITY_PREFIX = "x-pomerium"  # every client-sent header in this namespace is removed
 CLAIM_HEADER_PREFIX = "x-pomerium-claim-"
 # Set by authz only when authgate's cookies must be cut out of Cookie headers that are not

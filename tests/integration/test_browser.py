@@ -123,3 +123,48 @@ def test_sign_out_on_the_authenticate_host(env: Env, page) -> None:  # type: ign
     page.goto(other)
     _idp_login(env, page, "bob@evil.org", other)
     assert _upstream_user(page) == "bob@evil.org"
+
+
+def test_a_second_route_host_signs_in_through_the_hand_off(env: Env, page) -> None:  # type: ignore[no-untyped-def]
+    first = env.url("jenkins.test", "/")
+    page.goto(first)
+    _idp_login(env, page, "alice@example.com", first)
+    # No IdP page this time: the authenticate host hands the session to the new host.
+    other = env.url("other.test", "/x")
+    page.goto(other)
+    page.wait_for_url(other, timeout=15_000)
+    assert _upstream_user(page) == "alice@example.com"
+
+
+def test_access_denied_page_names_the_request_and_offers_another_account(  # type: ignore[no-untyped-def]
+    env: Env, page
+) -> None:
+    blocked = _csp_violations(page)
+    app = env.url("jenkins.test", "/job/secret/")
+    page.goto(app)
+    _idp_login(env, page, "bob@evil.org", app)
+    assert "Access denied" in page.inner_text("h1")
+    request_id = page.inner_text("code")
+    assert len(request_id) >= 16, request_id
+    # authgate's log line for this refusal carries the same id, the user and the rule.
+    denied = [
+        json.loads(line)
+        for line in env.stack.log().splitlines()
+        if line.startswith("{") and request_id in line
+    ]
+    assert [(d["event"], d["user"]) for d in denied] == [("denied", "bob@evil.org")], denied
+    assert denied[0]["rule"]
+    # "Who am I signed in as?" shows the session, with its claims for `authgate explain`.
+    page.click("text=Who am I signed in as?")
+    page.wait_for_url(env.url("jenkins.test", "/.pomerium/"), timeout=15_000)
+    assert "bob@evil.org" in page.inner_text("table")
+    page.click("summary")  # "Claims as JSON" opens
+    claims = json.loads(page.inner_text("pre"))
+    assert claims["email"] == "bob@evil.org" and claims["groups"] == ["devs"]
+    # "Use another account": sign out, through the IdP, back to the page that was refused.
+    page.go_back()
+    page.click("text=Use another account")
+    page.click("button[type=submit]")
+    _idp_login(env, page, "alice@example.com", app)
+    assert _upstream_user(page) == "alice@example.com"
+    assert not blocked, blocked

@@ -10,6 +10,7 @@ import yaml
 from authgate.cli import main
 from authgate.config import Settings, build_runtime, settings_from_mapping
 from authgate.explain import explain_request, normalize_path, select_route
+from authgate.session import Session
 
 BASE: dict[str, Any] = {
     "address": "127.0.0.1:8443",
@@ -320,3 +321,13 @@ def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert err.startswith("authgate: config error: routes[0].policy")
     assert "unknown criterion `emial`" in err
+
+
+def test_the_claims_json_of_the_user_page_explains_as_that_user() -> None:
+    """/.pomerium/ shows "Claims as JSON"; `authgate explain --claims` reads it back."""
+    from authgate.authz.route_endpoints import explain_claims
+    from authgate.explain import identity_from_claims
+
+    claims = {"sub": "u1", "email": "a@example.com", "name": "A", "groups": ["g1"], "dept": "x"}
+    session = Session.from_claims(claims, lifetime_s=60)
+    assert identity_from_claims(explain_claims(session)) == session.identity

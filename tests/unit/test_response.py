@@ -18,6 +18,7 @@ from authgate.authz.response import to_check_response
 from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import build_runtime, settings_from_mapping
+from authgate.contract import JWKS_PATH
 from authgate.session import SealedBox, Session, SessionCodec
 from tests.support.checks import check_request
 
@@ -161,7 +162,9 @@ STATUS = "status.test:8080"
 PLAIN = "plain.test:8080"
 
 
-def make_state(tls: bool = False, show_error_details: bool = False) -> AuthzState:
+def make_state(
+    tls: bool = False, show_error_details: bool = False, legacy_assertion: bool = False
+) -> AuthzState:
     scheme = "https" if tls else "http"
     raw: dict[str, Any] = {
         "address": "127.0.0.1:8080",
@@ -175,6 +178,7 @@ def make_state(tls: bool = False, show_error_details: bool = False) -> AuthzStat
                 "from": f"{scheme}://{JENKINS}",
                 "to": "unix:///run/jenkins/jenkins.socket",
                 "pass_identity_headers": True,
+                "legacy_assertion": legacy_assertion,
                 "show_error_details": show_error_details,
                 "policy": [{"allow": {"and": [{"domain": {"is": "example.com"}}]}}],
             },
@@ -538,3 +542,82 @@ async def test_403_reason_only_when_the_route_shows_error_details(state: AuthzSt
         detailed, check_request("route-0", JENKINS, "/", with_cookie(detailed, cookie))
     )
     assert isinstance(page, Respond) and "evil.org" in page.body
+
+
+async def test_legacy_assertion_route_uses_the_older_header_and_issuer() -> None:
+    legacy = make_state(legacy_assertion=True)
+    _, cookie = session_cookie(legacy)
+    request = check_request("route-0", JENKINS, "/", with_cookie(legacy, cookie))
+    decision = await ask(legacy, request)
+    assert isinstance(decision, Allow)
+    set_headers = dict(decision.set_headers)
+    assert "x-pomerium-jwt-assertion" not in set_headers
+    token = set_headers["x-pomerium-iap-jwt-assertion"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWKSet.from_json(legacy.signer.jwks_json.decode())[kid].key
+    claims = jwt.decode(token, key=key, algorithms=["ES256"], audience="jenkins.test")
+    assert claims["iss"] == "pomerium-proxy"
+    assert claims["email"] == "alice@example.com"
+    # a client's own copy of the legacy header never reaches the app
+    spoofed = {**with_cookie(legacy, cookie), "x-pomerium-iap-jwt-assertion": "forged"}
+    again = await ask(legacy, check_request("route-0", JENKINS, "/", spoofed))
+    assert isinstance(again, Allow)
+    assert dict(again.set_headers)["x-pomerium-iap-jwt-assertion"] != "forged"
+
+
+async def test_403_page_names_the_request_and_offers_ways_on(state: AuthzState) -> None:
+    _, cookie = session_cookie(state, email="mallory@evil.org")
+    headers = {**with_cookie(state, cookie), "x-request-id": "rid-1234-5678-9abc"}
+    decision = await ask(state, check_request("route-0", JENKINS, "/job/x?y=1", headers))
+    assert isinstance(decision, Respond) and decision.status == 403
+    assert "rid-1234-5678-9abc" in decision.body
+    assert 'href="/.pomerium/sign_out?pomerium_redirect_uri=%2Fjob%2Fx%3Fy%3D1"' in decision.body
+    assert 'href="/.pomerium/"' in decision.body
+    api = {**headers, "accept": "application/json"}
+    answer = await ask(state, check_request("route-0", JENKINS, "/job/x", api))
+    assert isinstance(answer, Respond)
+    assert json.loads(answer.body)["request_id"] == "rid-1234-5678-9abc"
+
+
+async def test_without_extensions_the_route_comes_from_host_and_path(state: AuthzState) -> None:
+    """Behind an Envoy the user wrote: the shared matcher picks the route."""
+    _, cookie = session_cookie(state)
+    byo = check_request("", JENKINS, "/job/x", with_cookie(state, cookie), extensions=False)
+    decision = await ask(state, byo)
+    assert isinstance(decision, Allow)
+    assert "x-pomerium-jwt-assertion" in dict(decision.set_headers)
+    # the public route, and the authenticate host's endpoints, by host alone
+    public = await ask(state, check_request("", STATUS, "/", {}, extensions=False))
+    assert isinstance(public, Allow)
+    jwks = await ask(
+        state,
+        check_request("", "authenticate.test:8080", JWKS_PATH, {}, extensions=False),
+    )
+    assert isinstance(jwks, Respond) and jwks.status == 200 and '"keys"' in jwks.body
+    # an unknown host is refused, not forwarded
+    unknown = await ask(state, check_request("", "elsewhere.test", "/", {}, extensions=False))
+    assert isinstance(unknown, Respond) and unknown.status == 404
+
+
+@pytest.mark.parametrize(
+    "path", ["/job/../admin", "/a//b", "/a/%2e%2e/b", "/a%2fb", "/a\\b", "/%61dmin"]
+)
+async def test_without_extensions_an_unnormalised_path_is_refused(
+    state: AuthzState, path: str
+) -> None:
+    _, cookie = session_cookie(state)
+    byo = check_request("", JENKINS, path, with_cookie(state, cookie), extensions=False)
+    decision = await ask(state, byo)
+    assert isinstance(decision, Respond) and decision.status == 400
+
+
+async def test_without_extensions_forwarding_headers_are_removed(state: AuthzState) -> None:
+    headers = {"x-forwarded-host": "evil.test", "forwarded": "host=evil.test", "x-other": "1"}
+    decision = await ask(state, check_request("", STATUS, "/", headers, extensions=False))
+    assert isinstance(decision, Allow)
+    assert {"x-forwarded-host", "forwarded"} <= set(decision.remove_headers)
+    assert "x-other" not in decision.remove_headers
+    # the generated Envoy removes them itself: the answer does not repeat it
+    generated = await ask(state, check_request("route-1", STATUS, "/", headers))
+    assert isinstance(generated, Allow)
+    assert "x-forwarded-host" not in generated.remove_headers

@@ -8,6 +8,10 @@ class LoginError(Exception):
     title = "Sign-in failed"
     code = "login_failed"
 
+    def __init__(self, message: str, retry: str = "") -> None:
+        super().__init__(message)
+        self.retry = retry  # a URL that starts over (the page the user first asked for)
+
 
 class InvalidToken(LoginError):
     """A sealed token that is not ours, not for this host, or malformed."""

@@ -69,8 +69,10 @@ async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
     try:
         request = open_sign_in(state, ctx.param("req"))
     except InvalidToken:
+        stale = state.sign_in_box.open_expired(ctx.param("req"), state.cfg.authenticate_netloc)
         raise InvalidToken(
-            "This sign-in link is invalid or expired. Open the application again to sign in."
+            "This sign-in link is invalid or expired. Open the application again to sign in.",
+            retry=_start_over(state, stale),
         ) from None
     session = authn_session(state, ctx)
     if session is not None:
@@ -102,11 +104,21 @@ def _login_state(state: AuthzState, ctx: RequestContext) -> LoginState:
         login = None
     got_state = ctx.param("state") or ""
     if login is None or not got_state or not same_text(login.state, got_state):
+        stale = state.login_box.open_expired(raw, bound_to=state.cfg.authenticate_netloc)
         raise InvalidToken(
             "This sign-in attempt is unknown or expired (state mismatch). "
-            "Open the application again."
+            "Open the application again.",
+            retry=_start_over(state, stale.request if stale else None),
         )
     return login
+
+
+def _start_over(state: AuthzState, request: SignInRequest | None) -> str:
+    """The first URL of a sign-in we sealed (even an expired one), if it is on its route."""
+    route = state.cfg.hosts.get(request.route_netloc) if request else None
+    if request is None or route is None:
+        return ""
+    return safe_redirect(request.target, route.origin) or ""
 
 
 async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
@@ -116,13 +128,27 @@ async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
     try:
         answer = await _complete_login(state, ctx)
     except LoginError as error:
-        page = pages.error(ctx, error.status, error.title, str(error), error.code)
+        page = error_page(ctx, error)
         return Respond(page.status, page.headers, page.body, (*page.cookies, clear_login))
     return Respond(answer.status, answer.headers, answer.body, (*answer.cookies, clear_login))
 
 
+def error_page(ctx: RequestContext, error: LoginError) -> Respond:
+    """A login error as a page (or JSON), with a way to start over."""
+    links = (("Try again", error.retry),) if error.retry else ()
+    return pages.error(ctx, error.status, error.title, str(error), error.code, links=links)
+
+
 async def _complete_login(state: AuthzState, ctx: RequestContext) -> Respond:
     login = _login_state(state, ctx)
+    try:
+        return await _exchange(state, ctx, login)
+    except LoginError as error:
+        error.retry = error.retry or login.request.target
+        raise
+
+
+async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -> Respond:
     if ctx.param("error"):
         desc = ctx.param("error_description") or ctx.param("error") or ""
         raise IdpRefused(f"The identity provider refused the sign-in: {desc}")

@@ -2,6 +2,9 @@
 
 import math
 import re
+from urllib.parse import quote
+
+import structlog
 
 from authgate.authn.sign_in import start_login
 from authgate.authz import pages
@@ -14,6 +17,8 @@ from authgate.contract import (
     ASSERTION_HEADER,
     CLAIM_HEADER_PREFIX,
     IDENTITY_PREFIX,
+    LEGACY_ASSERTION_HEADER,
+    SIGN_OUT_PATH,
     STRIP_COOKIES_HEADER,
     UNTRUSTED_FORWARDING_HEADERS,
 )
@@ -26,6 +31,9 @@ from authgate.session.cookies import (
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+log = structlog.get_logger("authgate.authz")
 
 
 def _header_value(value: str) -> str:
@@ -76,7 +84,9 @@ def forward(
         until = 0.0
     if session is not None and route.route.pass_identity_headers:
         ident = session.identity
-        assertion, reuse_until = state.signer.signed_for(
+        legacy = route.route.legacy_assertion
+        signer = state.legacy_signer if legacy else state.signer
+        assertion, reuse_until = signer.signed_for(
             sid=session.sid,
             audience=route.hostname,
             user=ident.user,
@@ -85,7 +95,7 @@ def forward(
             groups=ident.groups,
         )
         until = min(until, reuse_until)
-        set_headers.append((ASSERTION_HEADER, assertion))
+        set_headers.append((LEGACY_ASSERTION_HEADER if legacy else ASSERTION_HEADER, assertion))
         set_headers += [
             (f"{CLAIM_HEADER_PREFIX}email", _header_value(ident.email)),
             (f"{CLAIM_HEADER_PREFIX}user", _header_value(ident.user)),
@@ -126,13 +136,28 @@ def check_route(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> 
         return forward(state, route, ctx, session)
     if session is None:
         return not_signed_in(state, route, ctx)
-    # The explanation is computed only here, off the allow path, and only when opted in.
-    reason = route.policy.explain(inp).reason if route.route.show_error_details else ""
+    # The explanation is computed only here, off the allow path.
+    why = route.policy.explain(inp).reason
+    who = session.identity.email or session.identity.user
+    log.info(
+        "denied",
+        request_id=ctx.headers.get("x-request-id", ""),
+        route=route.id,
+        host=route.netloc,
+        path=ctx.path_only,
+        user=who,
+        rule=why,
+    )
+    back = f"{SIGN_OUT_PATH}?pomerium_redirect_uri={quote(ctx.path, safe='')}"
     return pages.error(
         ctx,
         403,
         "Access denied",
-        f"{session.identity.email or session.identity.user} may not access {route.origin}.",
+        f"{who} may not access {route.origin}.",
         "forbidden",
-        reason,
+        why if route.route.show_error_details else "",
+        links=(
+            ("Use another account", back),
+            ("Who am I signed in as?", "/.pomerium/"),
+        ),
     )

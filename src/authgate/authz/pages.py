@@ -58,18 +58,39 @@ def json_answer(status: int, payload: dict[str, object], cookies: tuple[str, ...
 
 
 def error(
-    ctx: RequestContext, status: int, title: str, detail: str, code: str, reason: str = ""
+    ctx: RequestContext,
+    status: int,
+    title: str,
+    detail: str,
+    code: str,
+    reason: str = "",
+    links: tuple[tuple[str, str], ...] = (),
 ) -> Respond:
     """An error as the client wants it: a page for browsers, JSON for API clients.
 
-    `reason` (the policy's explanation) is shown only where the route opted in.
+    `reason` (the policy's explanation) is shown only where the route opted in. The request id
+    (Envoy's `x-request-id`, also in authgate's log line for the request) lets a user's report
+    be found; `links` are (label, href) ways on from here.
     """
+    request_id = ctx.headers.get("x-request-id", "")
     if ctx.wants_html:
         extra = f"<p>Why: <code>{html.escape(reason)}</code></p>" if reason else ""
-        return html_page(status, title, f"<p>{html.escape(detail)}</p>{extra}")
+        ways = "".join(
+            f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>'
+            for label, href in links
+        )
+        nav = f"<ul>{ways}</ul>" if ways else ""
+        rid = (
+            f'<p class="muted">Request id: <code>{html.escape(request_id)}</code></p>'
+            if request_id
+            else ""
+        )
+        return html_page(status, title, f"<p>{html.escape(detail)}</p>{extra}{nav}{rid}")
     payload: dict[str, object] = {"error": code, "message": detail}
     if reason:
         payload["reason"] = reason
+    if request_id:
+        payload["request_id"] = request_id
     return json_answer(status, payload)
 
 

@@ -2,6 +2,7 @@
 
 import html
 import json
+from datetime import UTC, datetime
 
 from authgate.authn.handoff import accept_hand_off
 from authgate.authn.sign_in import start_login
@@ -12,7 +13,8 @@ from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Respond
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
-from authgate.contract import JWKS_PATH, Endpoint, route_host_endpoint
+from authgate.contract import JWKS_PATH, SIGN_OUT_PATH, Endpoint, route_host_endpoint
+from authgate.session import Session
 
 
 def jwks(state: AuthzState) -> Respond:
@@ -41,24 +43,47 @@ def well_known(state: AuthzState, origin: str) -> Respond:
     )
 
 
+def explain_claims(session: Session) -> dict[str, object]:
+    """The session's claims as `authgate explain --claims` reads them."""
+    ident = session.identity
+    return {
+        **ident.claims,
+        "sub": ident.user,
+        "email": ident.email,
+        "name": ident.name,
+        "groups": list(ident.groups),
+    }
+
+
 def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     session = current_session(state, route, ctx)
     if session is None:
         return start_login(state, route, ctx)
     ident = session.identity
+    expires = datetime.fromtimestamp(session.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    groups = html.escape(", ".join(ident.groups)) or (
+        '<span class="muted">none: the identity provider sent no <code>groups</code> claim '
+        "(ask it for the <code>groups</code> scope, or its equivalent)</span>"
+    )
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
         for k, v in (
             ("email", ident.email),
             ("user", ident.user),
             ("name", ident.name),
-            ("groups", ", ".join(ident.groups)),
         )
     )
+    rows += f"<tr><th>groups</th><td>{groups}</td></tr>"
+    rows += f"<tr><th>session ends</th><td>{expires}</td></tr>"
+    claims = html.escape(json.dumps(explain_claims(session), indent=2, sort_keys=True))
     return pages.html_page(
         200,
         "Signed in",
-        (f'<table>{rows}</table><p><a href="/.pomerium/sign_out">Sign out</a></p>'),
+        f"<table>{rows}</table>"
+        f'<p><a href="/">Back to {html.escape(route.origin)}</a> · '
+        f'<a href="{SIGN_OUT_PATH}">Sign out</a></p>'
+        "<details><summary>Claims as JSON (for <code>authgate explain --claims</code>)"
+        f"</summary><pre>{claims}</pre></details>",
     )
 
 

@@ -16,6 +16,7 @@ from authgate.authz.response import to_check_response
 from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import RuntimeConfig
+from authgate.logs import configure_logging
 
 log = structlog.get_logger("authgate.authz")
 
@@ -102,4 +103,5 @@ def run_server(
     ready_file: Path | None = None,
     shared_dir: Path | None = None,
 ) -> None:
+    configure_logging()
     uvloop.run(serve(cfg, listen, ready_file, shared_dir=shared_dir))

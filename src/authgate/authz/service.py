@@ -6,6 +6,7 @@ from dataclasses import replace
 from authgate._pb.envoy.config.core.v3 import base_pb2
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from authgate.authn import LoginError
+from authgate.authn.sign_in import error_page
 from authgate.authz import pages
 from authgate.authz.access import check_route
 from authgate.authz.authenticate import handle_authenticate
@@ -81,7 +82,7 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
     try:
         return await _decide(state, ctx)
     except LoginError as error:
-        return pages.error(ctx, error.status, error.title, str(error), error.code)
+        return error_page(ctx, error)
 
 
 async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:

@@ -23,6 +23,7 @@ from authgate.authn.tokens import (
 )
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
+from authgate.contract import LEGACY_ISSUER
 from authgate.oidc import OidcClient
 from authgate.session import SessionCodec
 
@@ -84,6 +85,7 @@ class AuthzState:
     cfg: RuntimeConfig
     sessions: SessionCodec
     signer: AssertionSigner
+    legacy_signer: AssertionSigner  # `iss: pomerium-proxy`, for legacy_assertion routes
     oidc: OidcClient
     sign_in_box: TokenBox[SignInRequest]  # route host -> authenticate host
     login_box: TokenBox[LoginState]  # the authenticate host's in-flight IdP login
@@ -129,6 +131,7 @@ class AuthzState:
             allow_memo=AllowMemo.for_config(cfg),
             sessions=SessionCodec(key),
             signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
+            legacy_signer=AssertionSigner(cfg.signing_key, LEGACY_ISSUER),
             oidc=OidcClient(
                 provider_url=cfg.settings.idp_provider_url,
                 client_id=cfg.settings.idp_client_id,

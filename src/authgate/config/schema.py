@@ -280,6 +280,9 @@ class Route(BaseModel):
     regex_rewrite_pattern: str | None = None
     regex_rewrite_substitution: str | None = None
     pass_identity_headers: bool = False
+    # authgate's key, for apps written to Pomerium's older convention: the assertion goes in
+    # `x-pomerium-iap-jwt-assertion` with `iss: pomerium-proxy` (README, "legacy assertion").
+    legacy_assertion: bool = False
     # Host header, in Pomerium's precedence order: preserve > host_rewrite > host_rewrite_header
     # > host_path_regex_rewrite_* > the `to` host.
     preserve_host_header: bool = False

@@ -151,6 +151,7 @@ AUTHZ_EXACT_HEADERS = (
     "sec-fetch-site",
     "sec-fetch-mode",
     "user-agent",
+    "x-request-id",  # Envoy's own (it replaces a client's): shown on error pages, logged
 )
 AUTHZ_HEADER_PREFIX = IDENTITY_PREFIX
 UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
