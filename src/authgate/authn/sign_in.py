@@ -123,13 +123,10 @@ def _start_over(state: AuthzState, request: SignInRequest | None) -> str:
 
 async def oauth_callback(state: AuthzState, ctx: RequestContext) -> Respond:
     """The IdP's answer: code -> ID token -> session here, then the hand-off. The login-state
-    cookie is cleared whatever happens."""
+    cookie goes once the login succeeded; after a failure (the IdP down) the same callback may
+    be tried again."""
+    answer = await _complete_login(state, ctx)
     clear_login = clear_cookie(state.authn_login_cookie, secure=state.secure)
-    try:
-        answer = await _complete_login(state, ctx)
-    except LoginError as error:
-        page = error_page(ctx, error)
-        return Respond(page.status, page.headers, page.body, (*page.cookies, clear_login))
     return Respond(answer.status, answer.headers, answer.body, (*answer.cookies, clear_login))
 
 
