@@ -470,10 +470,17 @@ def handler_split(stack: stacks.Stack, iterations: int = 20000,
         http = req.attributes.request.http
         http.method, http.path, http.host, http.scheme, http.protocol = (
             "GET", "/", host, "http", "HTTP/1.1")
-        headers = {k.lower(): v for k, v in stacks.SPOOFED_HEADERS.items()}
+        # As the generated Envoy sends it: raw header values (encode_raw_headers), pseudo-headers
+        # and Envoy's own request id included.
+        headers = {
+            ":authority": host, ":path": "/", ":method": "GET", ":scheme": "https",
+            "user-agent": "wrk", "x-request-id": "0f6c1c8e-6f6b-4f0e-9d1e-5f0b7d0c2a11",
+            **{k.lower(): v for k, v in stacks.SPOOFED_HEADERS.items()},
+        }
         if cookie:
             headers["cookie"] = f"{stack.cfg.cookie_name}={cookie}"
-        http.headers.update(headers)
+        for name, value in headers.items():
+            http.header_map.headers.add(key=name, raw_value=value.encode())
         req.attributes.context_extensions.update({"route_id": route_id, "kind": "route"})
         req.attributes.source.address.socket_address.address = "127.0.0.1"
         return req.SerializeToString()
