@@ -5,13 +5,23 @@ Each finding has a severity — `error` when anyone (signed out, or anyone who c
 at a public identity provider) can get in; `warning` for everything else that is probably wrong;
 `info` for facts worth knowing — the config key it is about, what is wrong and the fix.
 Exit status: 0 with no errors or warnings, 1 with warnings only, 2 with errors.
+
+Upstream host names in `to` are looked up (in threads, at most RESOLVE_TIMEOUT_S for a name), so
+a typo or a name that only resolves elsewhere shows here rather than as Envoy's "no healthy
+upstream" after sign-in; `authgate run` and `authgate authz` print the same lines as they start.
 """
 
 import contextlib
+import ipaddress
 import json
 import math
-from collections.abc import Iterable
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from authgate.config import Route, RuntimeConfig, Settings
@@ -66,21 +76,48 @@ def render(findings: list[Finding], fmt: str = "text") -> str:
 class PublicIdp:
     name: str
     consumer_domains: tuple[str, ...]  # addresses anyone can get there
+    why: str  # why anyone can sign in there
 
 
-_MICROSOFT = PublicIdp("Microsoft", ("outlook.com", "hotmail.com"))
+_GOOGLE = PublicIdp(
+    "Google", ("gmail.com",), "any Google account can sign in, a free gmail.com one included"
+)
+_GITHUB = PublicIdp(
+    "GitHub", ("users.noreply.github.com",), "anyone can make a GitHub account in a minute"
+)
+_GITLAB = PublicIdp("GitLab.com", ("gitlab.com",), "anyone can make a GitLab.com account")
+_MICROSOFT = PublicIdp(
+    "Microsoft",
+    ("outlook.com", "hotmail.com"),
+    "the multi-tenant endpoints (/common, /organizations, /consumers) accept accounts from "
+    "any organisation's tenant or any personal Microsoft account, not just yours",
+)
+_APPLE = PublicIdp(
+    "Apple", ("privaterelay.appleid.com",), "anyone with an Apple ID can sign in"
+)
+_FACEBOOK = PublicIdp("Facebook", ("facebook.com",), "anyone can make a Facebook account")
+_BITBUCKET = PublicIdp("Bitbucket", ("bitbucket.org",), "anyone can make a Bitbucket account")
+_AUTH0 = PublicIdp(
+    "Auth0",
+    (),
+    "Auth0 tenants let anyone sign up (database and social connections) unless sign-ups "
+    "are disabled",
+)
 _PUBLIC_HOSTS = {
-    "accounts.google.com": PublicIdp("Google", ("gmail.com",)),
-    "github.com": PublicIdp("GitHub", ("users.noreply.github.com",)),
-    "api.github.com": PublicIdp("GitHub", ("users.noreply.github.com",)),
-    "gitlab.com": PublicIdp("GitLab.com", ("gitlab.com",)),
+    "accounts.google.com": _GOOGLE,
+    "github.com": _GITHUB,
+    "api.github.com": _GITHUB,
+    "gitlab.com": _GITLAB,
     "login.live.com": _MICROSOFT,
-    "appleid.apple.com": PublicIdp("Apple", ("privaterelay.appleid.com",)),
-    "www.facebook.com": PublicIdp("Facebook", ("facebook.com",)),
-    "facebook.com": PublicIdp("Facebook", ("facebook.com",)),
-    "bitbucket.org": PublicIdp("Bitbucket", ("bitbucket.org",)),
+    "appleid.apple.com": _APPLE,
+    "www.facebook.com": _FACEBOOK,
+    "facebook.com": _FACEBOOK,
+    "bitbucket.org": _BITBUCKET,
 }
-# login.microsoftonline.com is public only for the multi-tenant endpoints.
+# Auth0 tenants: <tenant>.auth0.com and regional <tenant>.<region>.auth0.com.
+_PUBLIC_DOMAIN_SUFFIXES = {".auth0.com": _AUTH0}
+# Microsoft Entra ID is public only at the multi-tenant endpoints.
+_MICROSOFT_HOSTS = ("login.microsoftonline.com", "login.windows.net", "login.microsoft.com")
 _MICROSOFT_OPEN_TENANTS = (
     "common",
     "consumers",
@@ -91,10 +128,13 @@ _MICROSOFT_OPEN_TENANTS = (
 
 def public_idp(issuer_url: str) -> PublicIdp | None:
     parts = urlsplit(issuer_url)
-    host = (parts.hostname or "").lower()
-    if host == "login.microsoftonline.com":
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host in _MICROSOFT_HOSTS:
         tenant = parts.path.strip("/").partition("/")[0].lower()
         return _MICROSOFT if tenant in _MICROSOFT_OPEN_TENANTS else None
+    for suffix, idp in _PUBLIC_DOMAIN_SUFFIXES.items():
+        if host.endswith(suffix):
+            return idp
     return _PUBLIC_HOSTS.get(host)
 
 
@@ -113,10 +153,15 @@ def strangers(idp: PublicIdp) -> list[Identity]:
 
 
 def is_jenkins(route: Route) -> bool:
-    """The heuristic for "this is the Jenkins route": its name says so, or it passes identity
-    headers (which only an app reading the assertion, like Jenkins' JWT Auth plugin, needs)."""
+    """The heuristic for "this is the Jenkins route": its `from`, `to`, `id` or `name` says so."""
     names = [route.from_, *route.to, route.id or "", route.name or ""]
-    return route.pass_identity_headers or any("jenkins" in n.lower() for n in names)
+    return any("jenkins" in n.lower() for n in names)
+
+
+def reads_assertion(route: Route) -> bool:
+    """The app behind the route reads X-Pomerium-Jwt-Assertion (or should: Jenkins' JWT Auth
+    plugin does)."""
+    return route.pass_identity_headers or is_jenkins(route)
 
 
 def route_policy(route: Route, key: str) -> CompiledPolicy:
@@ -151,9 +196,10 @@ def _operators(node: Node) -> Iterable[Node]:
 
 
 def _signed_out_findings(
-    policy: CompiledPolicy, key: str, jenkins: bool
+    policy: CompiledPolicy, key: str, jenkins: bool, strict: bool
 ) -> tuple[list[Finding], bool]:
-    """Findings about signed-out visitors; True when they can get in from anywhere."""
+    """Findings about signed-out visitors; True when they can get in from anywhere. `strict`:
+    an open route is an error, not a warning (the app expects an identity)."""
     anon = reach(policy, Visitor(None), decide)
     if anon.unknown:
         return [
@@ -174,7 +220,7 @@ def _signed_out_findings(
         if explicit and anon.always:
             return [
                 Finding(
-                    "error" if jenkins else "warning",
+                    "error" if strict else "warning",
                     block.where,
                     f"anyone can do anything: {app} is public, no sign-in and no identity "
                     "reaches it",
@@ -185,7 +231,7 @@ def _signed_out_findings(
         if explicit:
             return [
                 Finding(
-                    "error" if jenkins else "warning",
+                    "error" if strict else "warning",
                     block.where,
                     f"signed-out visitors get in {condition}",
                     "add an identity criterion (domain, email, groups, claim/...) or "
@@ -258,12 +304,13 @@ def _stranger_findings(
         if block.label == "allow_any_authenticated_user":
             message = (
                 "logged-in users can do anything, and anyone can make an account at "
-                f"{idp.name} ({issuer})"
+                f"{idp.name} ({issuer}): {idp.why}"
             )
         else:
             message = (
                 f"anyone who makes an account at {idp.name} ({issuer}) gets in {condition} "
-                f"(e.g. {stranger.email}): this rule checks nothing only your people have"
+                f"(e.g. {stranger.email}): this rule checks nothing only your people have; "
+                f"{idp.why}"
             )
         return [
             Finding(
@@ -335,10 +382,13 @@ def _method_case_findings(policy: CompiledPolicy) -> list[Finding]:
     return findings
 
 
-def _jenkins_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Finding]:
+def _assertion_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Finding]:
+    """A route whose app reads the assertion: what it will see (Jenkins' JWT Auth plugin by
+    name when the route is recognisably Jenkins)."""
     findings = []
     host = route.from_host
-    if not route.pass_identity_headers:
+    jenkins = is_jenkins(route)
+    if jenkins and not route.pass_identity_headers:
         findings.append(
             Finding(
                 "warning", f"{key}.pass_identity_headers",
@@ -347,8 +397,38 @@ def _jenkins_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Findin
                 "set `pass_identity_headers: true`",
             )
         )
-    if cfg.settings.jwt_issuer_format == "uri":
+    origin = f"{'https' if cfg.settings.tls else 'http'}://{route.from_netloc}"
+    jwks = f"{origin}/.well-known/pomerium/jwks.json"
+    if jenkins:
         findings.append(
+            Finding(
+                "info", key,
+                f"the Jenkins JWT Auth plugin will see iss={cfg.assertion_issuer}, aud={host}, "
+                "groups as a list, username and email in `email`",
+                f"set acceptable issuers `{cfg.assertion_issuer}`, acceptable audiences "
+                f"`{host}`, JWKS URL {jwks}",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "info", key,
+                "the app reading the assertion (X-Pomerium-Jwt-Assertion) will see "
+                f"iss={cfg.assertion_issuer}, aud={host}, groups as a list, the user's address "
+                "in `email`",
+                f"have it accept the issuer `{cfg.assertion_issuer}` and the audience `{host}` "
+                f"and verify with the keys at {jwks}",
+            )
+        )
+    return findings
+
+
+def _issuer_format_findings(cfg: RuntimeConfig, jenkins: bool, readers: bool) -> list[Finding]:
+    """One finding for the whole config, however many routes read the assertion."""
+    if cfg.settings.jwt_issuer_format != "uri" or not readers:
+        return []
+    if jenkins:
+        return [
             Finding(
                 "warning", "jwt_issuer_format",
                 f"the assertion's iss is {cfg.assertion_issuer!r}, not the host name the "
@@ -356,18 +436,14 @@ def _jenkins_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Findin
                 f"enter {cfg.assertion_issuer} as the plugin's acceptable issuer, or set "
                 "jwt_issuer_format: host",
             )
-        )
-    origin = f"{'https' if cfg.settings.tls else 'http'}://{route.from_netloc}"
-    findings.append(
+        ]
+    return [
         Finding(
-            "info", key,
-            f"the Jenkins JWT Auth plugin will see iss={cfg.assertion_issuer}, aud={host}, "
-            "groups as a list, username and email in `email`",
-            f"set acceptable issuers `{cfg.assertion_issuer}`, acceptable audiences `{host}`, "
-            f"JWKS URL {origin}/.well-known/pomerium/jwks.json",
+            "info", "jwt_issuer_format",
+            f"the assertion's iss is the URL {cfg.assertion_issuer!r}, not a bare host name",
+            f"apps that check the issuer must expect exactly {cfg.assertion_issuer}",
         )
-    )
-    return findings
+    ]
 
 
 def _covers(first: Route, later: Route) -> bool:
@@ -397,6 +473,213 @@ def _order_findings(routes: list[Route]) -> list[Finding]:
     return findings
 
 
+# ---- groups without a groups claim ----------------------------------------------------------
+
+_GROUP_CRITERIA = ("groups", "claim/groups")
+
+
+def _groups_blocks(policy: CompiledPolicy) -> tuple[list[str], list[str]]:
+    """The allow and deny rules (config keys) that read the user's groups."""
+
+    def reading(blocks: tuple[Node, ...]) -> list[str]:
+        return [b.where for b in blocks if any(n.name in _GROUP_CRITERIA for n in criteria(b))]
+
+    return reading(policy.allows), reading(policy.denies)
+
+
+def _groups_claim_findings(
+    settings: Settings, allows: list[str], denies: list[str], user_info: str
+) -> list[Finding]:
+    """Rules on `groups` when nothing asks the IdP for groups: the claim is empty, so they
+    never match (a deny on groups then refuses nobody)."""
+    rules = [*allows, *denies]
+    if not rules or any("group" in scope.lower() for scope in settings.idp_scopes):
+        return []
+    named = ", ".join(rules[:3]) + (f" and {len(rules) - 3} more" if len(rules) > 3 else "")
+    effects = []
+    if allows:
+        effects.append("the allow rules on groups never match")
+    if denies:
+        effects.append("the deny rules on groups never refuse anyone")
+    effect = " and ".join(effects)
+    host = (urlsplit(settings.idp_provider_url).hostname or "").lower()
+    if host in _MICROSOFT_HOSTS:
+        return [
+            Finding(
+                "info", "idp_scopes",
+                f"rules on `groups` ({named}): Microsoft Entra ID sends a `groups` claim "
+                "(group object IDs) only when the app registration asks for it, there is no "
+                f"`groups` scope; without it {effect}",
+                "add the groups claim to the app registration (Token configuration, Add groups "
+                f"claim) and match group object IDs; sign in again and look for `groups` at "
+                f"{user_info}",
+            )
+        ]
+    if host == "accounts.google.com":
+        return [
+            Finding(
+                "warning", rules[0],
+                f"rules on `groups` ({named}) never see a group: Google's ID tokens carry no "
+                f"`groups` claim, so {effect}",
+                "use `domain` or `email` criteria instead: Google Workspace groups are not part "
+                "of the sign-in",
+            )
+        ]
+    return [
+        Finding(
+            "warning", "idp_scopes",
+            f"rules on `groups` ({named}) will likely never see a group: idp_scopes "
+            f"({' '.join(settings.idp_scopes)}) asks for no `groups` scope, and with "
+            f"idp_provider {settings.idp_provider} the `groups` claim is then most likely "
+            f"empty, so {effect}",
+            "add `groups` to idp_scopes (or the scope or claim mapping your IdP uses for "
+            f"groups), sign in again and check that `groups` is listed at {user_info}",
+        )
+    ]
+
+
+# ---- upstreams that cannot be reached -------------------------------------------------------
+
+RESOLVE_TIMEOUT_S = 2.0  # per name; the names are looked up in parallel
+RESOLVE_BUDGET_S = 10.0  # for all names together
+_RESOLVE_PARALLEL = 16
+
+Resolver = Callable[[str, int], object]
+
+
+def _getaddrinfo(host: str, port: int) -> object:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def resolve_names(
+    names: dict[str, int],
+    timeout: float = RESOLVE_TIMEOUT_S,
+    budget: float = RESOLVE_BUDGET_S,
+    resolver: Resolver = _getaddrinfo,
+) -> dict[str, str]:
+    """name -> "ok", "unresolved" or "timeout", looking names up in daemon threads so a hung
+    resolver never holds up `check` or a start-up (nor the exit) for more than the bound.
+    Names left when the budget is spent are not in the answer."""
+    results: dict[str, str] = {}
+
+    def lookup(name: str, port: int) -> None:
+        try:
+            resolver(name, port)
+        except (OSError, UnicodeError):
+            results[name] = "unresolved"
+        else:
+            results[name] = "ok"
+
+    pending = list(names.items())
+    end = time.monotonic() + budget
+    answer: dict[str, str] = {}
+    while pending and time.monotonic() < end:
+        batch, pending = pending[:_RESOLVE_PARALLEL], pending[_RESOLVE_PARALLEL:]
+        threads = [
+            threading.Thread(target=lookup, args=item, name=f"resolve {item[0]}", daemon=True)
+            for item in batch
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = min(end, time.monotonic() + timeout)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for name, _port in batch:
+            answer[name] = results.get(name, "timeout")
+    return answer
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _route_names(settings: Settings, indexes: list[int]) -> str:
+    return ", ".join(f"routes[{i}] ({settings.routes[i].from_})" for i in indexes)
+
+
+def upstream_findings(
+    settings: Settings,
+    timeout: float = RESOLVE_TIMEOUT_S,
+    resolver: Resolver = _getaddrinfo,
+) -> list[Finding]:
+    """Upstream host names in `to` that do not resolve here (a warning, one per name) and Unix
+    sockets that do not exist yet (an info: the app may start later)."""
+    names: dict[str, list[int]] = {}  # host name -> the routes sending to it
+    ports: dict[str, int] = {}
+    sockets: dict[str, list[int]] = {}  # socket path -> the routes sending to it
+    for index, route in enumerate(settings.routes):
+        for upstream in route.upstreams:
+            if upstream.scheme == "unix":
+                users = sockets.setdefault(upstream.path, [])
+            elif not _is_ip(upstream.host):
+                users = names.setdefault(upstream.host, [])
+                ports.setdefault(upstream.host, upstream.port)
+            else:
+                continue
+            if index not in users:
+                users.append(index)
+    resolved = resolve_names(ports, timeout=timeout, resolver=resolver) if ports else {}
+    findings = []
+    for name, routes in names.items():
+        status = resolved.get(name, "ok")
+        if status == "ok":
+            continue
+        alone = any(
+            all(
+                u.scheme != "unix" and not _is_ip(u.host) and resolved.get(u.host, "ok") != "ok"
+                for u in settings.routes[i].upstreams
+            )
+            for i in routes
+        )
+        what = (
+            "does not resolve" if status == "unresolved"
+            else f"got no DNS answer within {timeout:g} s"
+        )
+        effect = (
+            "after sign-in users would see Envoy's 'no healthy upstream'" if alone
+            else "Envoy sends the requests only to the route's other upstreams"
+        )
+        findings.append(
+            Finding(
+                "warning", f"routes[{routes[0]}].to",
+                f"upstream host {name!r} of {_route_names(settings, routes)} {what} "
+                f"here: {effect}",
+                "correct the host name in `to`, or make it resolvable where Envoy runs; a "
+                "docker compose service name resolves only inside its compose network",
+            )
+        )
+    for path, routes in sockets.items():
+        try:
+            mode = Path(path).stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            what = "does not exist (yet)"
+        except OSError as exc:
+            what = f"cannot be checked ({exc.strerror or exc})"
+        else:
+            if stat.S_ISSOCK(mode):
+                continue
+            what = "is not a socket"
+        findings.append(
+            Finding(
+                "info", f"routes[{routes[0]}].to",
+                f"the Unix socket {path} of {_route_names(settings, routes)} {what}: "
+                "until the app listens there, Envoy answers 503",
+                "nothing to do if the app creates it when it starts; otherwise correct the "
+                "path in `to`",
+            )
+        )
+    return findings
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """The upstream findings as lines for stderr at the start of `authgate run` / `authz`."""
+    return [f"authgate: {finding.line()}" for finding in upstream_findings(settings)]
+
+
 # ---- secrets and the server ----------------------------------------------------------------
 
 
@@ -421,7 +704,7 @@ def secret_weakness(raw: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _secret_findings(settings: Settings, jenkins: bool) -> list[Finding]:
+def _secret_findings(settings: Settings, jenkins: bool, readers: bool) -> list[Finding]:
     findings = []
     keygen = "generate one with `authgate keygen --cookie-secret`"
     if settings.cookie_secret is None:
@@ -444,10 +727,18 @@ def _secret_findings(settings: Settings, jenkins: bool) -> list[Finding]:
                 )
             )
     if settings.signing_key is None:
-        extra = (
-            "; the Jenkins JWT Auth plugin caches the JWKS, so after a restart it refuses "
-            "every assertion until its cache expires" if jenkins else ""
-        )
+        if jenkins:
+            extra = (
+                "; the Jenkins JWT Auth plugin caches the JWKS, so after a restart it refuses "
+                "every assertion until its cache expires"
+            )
+        elif readers:
+            extra = (
+                "; an app that reads the assertion and caches the JWKS refuses every assertion "
+                "after a restart until it fetches the keys again"
+            )
+        else:
+            extra = ""
         findings.append(
             Finding(
                 "warning", "signing_key",
@@ -501,24 +792,36 @@ def _server_findings(settings: Settings) -> list[Finding]:
 # ---- all together --------------------------------------------------------------------------
 
 
-def check_config(cfg: RuntimeConfig) -> list[Finding]:
+def check_config(cfg: RuntimeConfig, *, upstreams: bool = True) -> list[Finding]:
+    """Every finding, errors first. `upstreams`: also look up the upstream host names (bounded
+    by RESOLVE_TIMEOUT_S) and look for the Unix sockets."""
     settings = cfg.settings
     idp = public_idp(settings.idp_provider_url)
     findings: list[Finding] = []
-    any_jenkins = False
+    any_jenkins = any_reader = False
+    group_allows: list[str] = []
+    group_denies: list[str] = []
+    user_info = ""
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
         jenkins = is_jenkins(route)
+        reader = reads_assertion(route)
         any_jenkins = any_jenkins or jenkins
+        any_reader = any_reader or reader
         policy = route_policy(route, key)
-        signed_out, open_to_all = _signed_out_findings(policy, key, jenkins)
+        signed_out, open_to_all = _signed_out_findings(policy, key, jenkins, strict=reader)
         findings += signed_out
         if idp is not None and not open_to_all:
             findings += _stranger_findings(policy, key, idp, settings.idp_provider_url)
         findings += _dead_policy_findings(policy, key)
         findings += _method_case_findings(policy)
-        if jenkins:
-            findings += _jenkins_findings(cfg, route, key)
+        allows, denies = _groups_blocks(policy)
+        if (allows or denies) and not user_info:
+            user_info = f"{'https' if settings.tls else 'http'}://{route.from_netloc}/.pomerium/"
+        group_allows += allows
+        group_denies += denies
+        if reader:
+            findings += _assertion_findings(cfg, route, key)
         if getattr(route, "show_error_details", False):
             findings.append(
                 Finding(
@@ -528,8 +831,12 @@ def check_config(cfg: RuntimeConfig) -> list[Finding]:
                     "turn it off once the policy works",
                 )
             )
+    findings += _issuer_format_findings(cfg, any_jenkins, any_reader)
+    findings += _groups_claim_findings(settings, group_allows, group_denies, user_info)
     findings += _order_findings(list(settings.routes))
-    findings += _secret_findings(settings, any_jenkins)
+    findings += _secret_findings(settings, any_jenkins, any_reader)
     findings += _server_findings(settings)
+    if upstreams:
+        findings += upstream_findings(settings)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: order[f.severity])

@@ -33,6 +33,11 @@ def cmd_authz(args: argparse.Namespace) -> int:
     from authgate.authz.server import run_server
 
     cfg = _load(args.config)
+    if not args.no_upstream_check:
+        from authgate.check import startup_warnings
+
+        for line in startup_warnings(cfg.settings):
+            print(line, file=sys.stderr, flush=True)
     run_server(
         cfg,
         args.listen,
@@ -120,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a directory shared by the workers on one host, so single-use sign-in hand-offs "
         "are refused at every worker once used (authgate run sets it)",
     )
+    # `authgate run` starts its workers with this: it has printed the upstream warnings itself.
+    authz.add_argument("--no-upstream-check", action="store_true", help=argparse.SUPPRESS)
     authz.set_defaults(func=cmd_authz)
 
     env = sub.add_parser("envoy-config", help="print the Envoy bootstrap generated from the config")

@@ -10,8 +10,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from authgate.check import startup_warnings
 from authgate.config import build_runtime, load_settings
-from authgate.config.runtime import generate_cookie_secret, generate_signing_key_b64
+from authgate.config.runtime import (
+    generate_cookie_secret,
+    generate_signing_key_b64,
+    missing_secrets_warning,
+)
 from authgate.envoy.bootstrap import build_bootstrap
 from authgate.envoy.process import EnvoyProcess
 
@@ -50,6 +55,7 @@ def _start_workers(
                     str(ready),
                     "--shared-dir",
                     str(runtime_dir / "shared"),
+                    "--no-upstream-check",  # `run` has printed those warnings once
                 ],
                 env=env,
             )
@@ -99,11 +105,11 @@ def run(
     if settings.signing_key is None:
         env["SIGNING_KEY"] = generate_signing_key_b64()
     cfg = build_runtime(load_settings(config, environ=env), warn=False)
-    if settings.cookie_secret is None or settings.signing_key is None:
-        _say(
-            "warning: cookie_secret or signing_key not set; using random ones for this run "
-            "(sessions and the JWKS change at every restart)"
-        )
+    secrets_warning = missing_secrets_warning(settings)
+    if secrets_warning is not None:
+        print(secrets_warning, file=sys.stderr, flush=True)
+    for line in startup_warnings(settings):
+        print(line, file=sys.stderr, flush=True)
     own_dir = runtime_dir is None
     rdir = Path(runtime_dir) if runtime_dir else Path(tempfile.mkdtemp(prefix="authgate-"))
     rdir.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,28 @@
 """`authgate check`: every finding with its severity, key path and fix; exit 0/1/2."""
 
 import base64
+import contextlib
+import io
 import json
 import os
+import socket
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from authgate.check import Finding, check_config, exit_code, public_idp, secret_weakness
+from authgate.check import (
+    Finding,
+    check_config,
+    exit_code,
+    public_idp,
+    resolve_names,
+    secret_weakness,
+    upstream_findings,
+)
 from authgate.cli import main
 from authgate.config import Settings, build_runtime, settings_from_mapping
 from authgate.config.runtime import generate_signing_key_b64
@@ -42,6 +55,7 @@ def app(policy: Any = None, **options: Any) -> dict[str, Any]:
 
 
 GOOD = {"allow": {"and": [{"domain": {"is": "example.com"}}]}}
+GROUP_SCOPES = ["openid", "profile", "email", "groups"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +66,15 @@ def _no_config_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def findings_of(raw: dict[str, Any]) -> list[Finding]:
     return check_config(build_runtime(settings_from_mapping(raw, environ={}), warn=False))
+
+
+def main_lines_of(raw: dict[str, Any]) -> list[str]:
+    """The lines `authgate check` prints for `raw`, through the CLI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            main(["check", "-c", write(Path(tmp), raw)])
+    return out.getvalue().splitlines()
 
 
 def summary(raw: dict[str, Any]) -> list[tuple[str, str]]:
@@ -301,6 +324,15 @@ def test_signed_out_finding_names_the_rule_and_fix() -> None:
         ("https://login.microsoftonline.com/consumers/v2.0", True),
         ("https://login.microsoftonline.com/organizations/v2.0", True),
         ("https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0", False),
+        ("https://login.windows.net/common", True),
+        ("https://login.microsoft.com/organizations/v2.0", True),
+        ("https://login.windows.net/contoso.onmicrosoft.com", False),
+        ("https://example.auth0.com", True),
+        ("https://example.eu.auth0.com/", True),
+        ("https://EXAMPLE.us.Auth0.com", True),
+        ("https://auth0.com.example.net", False),
+        ("https://notauth0.com", False),
+        ("https://login.example.com", False),
         ("https://gitlab.example.com", False),
         ("https://keycloak.example.com/realms/corp", False),
         ("https://example.okta.com", False),
@@ -308,6 +340,205 @@ def test_signed_out_finding_names_the_rule_and_fix() -> None:
 )
 def test_public_idp(url: str, public: bool) -> None:
     assert (public_idp(url) is not None) is public
+
+
+@pytest.mark.parametrize(
+    ("idp", "why"),
+    [
+        ("https://example.auth0.com", "Auth0 tenants let anyone sign up"),
+        ("https://example.eu.auth0.com", "Auth0 tenants let anyone sign up"),
+        ("https://login.microsoftonline.com/common/v2.0", "multi-tenant endpoints"),
+        ("https://login.microsoftonline.com/organizations/v2.0", "any organisation's tenant"),
+        ("https://login.microsoftonline.com/consumers/v2.0", "personal Microsoft account"),
+        ("https://github.com", "anyone can make a GitHub account"),
+        ("https://gitlab.com", "anyone can make a GitLab.com account"),
+    ],
+)
+def test_any_authenticated_user_at_an_idp_anyone_can_join(idp: str, why: str) -> None:
+    bad = findings_of(base(routes=[app(allow_any_authenticated_user=True)], idp_provider_url=idp))
+    (error,) = [f for f in bad if f.severity == "error"]
+    assert error.key == "routes[0].allow_any_authenticated_user"
+    assert "logged-in users can do anything" in error.message
+    assert why in error.message, error.message
+    assert "allowed_domains" in error.fix and "email" in error.fix and "groups" in error.fix
+    # the fix: a rule only your people meet
+    fixed = findings_of(base(routes=[app(GOOD)], idp_provider_url=idp))
+    assert [f for f in fixed if f.severity == "error"] == []
+
+
+def test_authenticated_user_policy_at_auth0_says_why() -> None:
+    policy = {"allow": {"and": [{"authenticated_user": True}]}}
+    bad = findings_of(base(routes=[app(policy)], idp_provider_url="https://corp.auth0.com"))
+    (error,) = [f for f in bad if f.severity == "error"]
+    assert error.key == "routes[0].policy.allow"
+    assert "anyone who makes an account at Auth0" in error.message
+    assert "unless sign-ups are disabled" in error.message
+
+
+def test_single_tenant_microsoft_and_custom_auth0_domain_are_not_public() -> None:
+    for idp in ("https://login.microsoftonline.com/0a1b2c3d-0000-4000-8000-000000000000/v2.0",
+                "https://login.example.com"):
+        found = findings_of(base(routes=[app(allow_any_authenticated_user=True)],
+                                 idp_provider_url=idp))
+        assert found == [], found
+
+
+# ---- groups criteria without a groups claim ------------------------------------------------
+
+GROUPS_ALLOW = {"allow": {"or": [{"groups": {"has": "jenkins-admins"}}]}}
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        pytest.param(app(GROUPS_ALLOW), id="policy"),
+        pytest.param(app(allowed_groups=["jenkins-admins"]), id="allowed_groups"),
+        pytest.param(app({"allow": {"or": [{"claim/groups": "jenkins-admins"}]}}), id="claim"),
+    ],
+)
+def test_groups_without_a_groups_scope(route: dict[str, Any]) -> None:
+    bad = findings_of(base(routes=[route]))
+    (warning,) = [f for f in bad if f.key == "idp_scopes"]
+    assert warning.severity == "warning"
+    assert "openid profile email offline_access" in warning.message
+    assert "routes[0]." in warning.message
+    assert "`groups` claim is then most likely empty" in warning.message
+    assert "allow rules on groups never match" in warning.message
+    assert "add `groups` to idp_scopes" in warning.fix
+    assert "http://app.test:8443/.pomerium/" in warning.fix
+    fixed = findings_of(base(routes=[route], idp_scopes=GROUP_SCOPES))
+    assert fixed == [], fixed
+
+
+def test_groups_only_in_a_deny_rule_refuse_nobody() -> None:
+    policy = [GOOD, {"deny": {"or": [{"groups": {"has": "contractors"}}]}}]
+    (warning,) = [f for f in findings_of(base(routes=[app(policy)])) if f.key == "idp_scopes"]
+    assert "routes[0].policy[1].deny" in warning.message
+    assert "deny rules on groups never refuse anyone" in warning.message
+    assert "allow rules" not in warning.message
+    assert findings_of(base(routes=[app(policy)], idp_scopes="openid,email,groups")) == []
+
+
+def test_groups_rules_are_one_finding_for_the_config() -> None:
+    routes = [app(GROUPS_ALLOW, prefix=f"/p{i}") for i in range(5)]
+    bad = [f for f in findings_of(base(routes=routes)) if f.key == "idp_scopes"]
+    assert len(bad) == 1
+    assert "and 2 more" in bad[0].message
+
+
+def test_no_groups_rules_no_groups_finding() -> None:
+    assert findings_of(base(routes=[app(GOOD)], idp_scopes="openid,email")) == []
+
+
+def test_groups_at_google_never_come() -> None:
+    raw = base(routes=[app(GROUPS_ALLOW)], idp_provider_url="https://accounts.google.com")
+    (warning,) = [f for f in findings_of(raw) if "groups" in f.message]
+    assert warning.severity == "warning"
+    assert warning.key == "routes[0].policy.allow"
+    assert "Google's ID tokens carry no `groups` claim" in warning.message
+    assert "`domain` or `email`" in warning.fix
+    fixed = base(routes=[app(GOOD)], idp_provider_url="https://accounts.google.com")
+    assert findings_of(fixed) == []
+
+
+def test_groups_at_microsoft_entra_is_an_info_about_the_app_registration() -> None:
+    tenant = "https://login.microsoftonline.com/0a1b2c3d-0000-4000-8000-000000000000/v2.0"
+    (info,) = findings_of(base(routes=[app(GROUPS_ALLOW)], idp_provider_url=tenant))
+    assert (info.severity, info.key) == ("info", "idp_scopes")
+    assert "app registration" in info.message and "Add groups claim" in info.fix
+
+
+# ---- upstreams that do not resolve ---------------------------------------------------------
+# Names under .invalid never resolve (RFC 6761); 127.0.0.1 and localhost always do.
+
+
+def test_upstream_host_that_does_not_resolve() -> None:
+    route = {**app(GOOD), "to": "http://ci.invalid:8080"}
+    bad = findings_of(base(routes=[route]))
+    (warning,) = [f for f in bad if f.key == "routes[0].to"]
+    assert warning.severity == "warning"
+    assert "'ci.invalid'" in warning.message
+    assert "routes[0] (http://app.test:8443)" in warning.message
+    assert "after sign-in users would see Envoy's 'no healthy upstream'" in warning.message
+    assert "`to`" in warning.fix
+    assert exit_code(bad) == 1
+    for to in ("http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080"):
+        assert findings_of(base(routes=[{**app(GOOD), "to": to}])) == [], to
+
+
+def test_one_warning_per_host_naming_every_route() -> None:
+    routes = [
+        {**app(GOOD), "to": "http://ci.invalid:8080"},
+        {**app(GOOD), "from": "http://ci.test:8443", "to": "http://ci.invalid:8080"},
+    ]
+    (warning,) = [f for f in findings_of(base(routes=routes)) if f.key.endswith(".to")]
+    assert warning.key == "routes[0].to"
+    assert "routes[0] (http://app.test:8443), routes[1] (http://ci.test:8443)" in warning.message
+
+
+def test_unresolved_upstream_next_to_a_working_one() -> None:
+    route = {**app(GOOD), "to": ["http://a.invalid:8080", "http://localhost:8080"]}
+    (warning,) = [f for f in findings_of(base(routes=[route])) if f.key == "routes[0].to"]
+    assert "'a.invalid'" in warning.message
+    assert "only to the route's other upstreams" in warning.message
+
+
+def test_upstream_check_can_be_left_out() -> None:
+    route = {**app(GOOD), "to": "http://ci.invalid:8080"}
+    cfg = build_runtime(settings_from_mapping(base(routes=[route]), environ={}), warn=False)
+    assert check_config(cfg, upstreams=False) == []
+
+
+def test_a_hanging_resolver_is_bounded() -> None:
+    def hang(name: str, port: int) -> object:
+        time.sleep(5)
+        return []
+
+    started = time.monotonic()
+    assert resolve_names({"slow.invalid": 80, "slower.invalid": 80}, timeout=0.2,
+                         resolver=hang) == {"slow.invalid": "timeout", "slower.invalid": "timeout"}
+    assert time.monotonic() - started < 1.5
+    route = {**app(GOOD), "to": "http://slow.invalid:8080"}
+    settings = settings_from_mapping(base(routes=[route]), environ={})
+    (warning,) = upstream_findings(settings, timeout=0.2, resolver=hang)
+    assert "'slow.invalid'" in warning.message
+    assert "got no DNS answer within 0.2 s" in warning.message
+
+
+def test_resolver_budget_covers_all_names() -> None:
+    def hang(name: str, port: int) -> object:
+        time.sleep(5)
+        return []
+
+    names = {f"n{i}.invalid": 80 for i in range(40)}
+    started = time.monotonic()
+    answer = resolve_names(names, timeout=0.2, budget=0.3, resolver=hang)
+    assert time.monotonic() - started < 1.5
+    assert set(answer.values()) == {"timeout"}
+    assert len(answer) < len(names)  # the rest are not looked up at all
+
+
+def test_unix_socket_upstream_that_does_not_exist_yet() -> None:
+    with tempfile.TemporaryDirectory(prefix="ag-") as tmp:  # short: socket paths are limited
+        _unix_socket_cases(Path(tmp) / "app.sock")
+
+
+def _unix_socket_cases(path: Path) -> None:
+    route = {**app(GOOD), "to": f"unix://{path}"}
+    bad = findings_of(base(routes=[route]))
+    (info,) = bad
+    assert (info.severity, info.key) == ("info", "routes[0].to")
+    assert f"the Unix socket {path} of routes[0] (http://app.test:8443) does not exist (yet)" in (
+        info.message
+    )
+    assert exit_code(bad) == 0  # the app may create it when it starts
+    path.write_text("")
+    (info,) = findings_of(base(routes=[route]))
+    assert "is not a socket" in info.message
+    path.unlink()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        assert findings_of(base(routes=[route])) == []
 
 
 # ---- Jenkins and the JWT Auth plugin --------------------------------------------------------
@@ -326,16 +557,43 @@ def test_jenkins_route_without_identity_headers() -> None:
 
 
 @pytest.mark.parametrize(
-    "route",
+    ("route", "jenkins"),
     [
-        {**app(GOOD), "to": "unix:///run/jenkins/jenkins.socket", "pass_identity_headers": True},
-        {**app(GOOD), "pass_identity_headers": True},
-        {**app(GOOD), "id": "jenkins-ci", "pass_identity_headers": True},
+        ({**app(GOOD), "to": "unix:///run/jenkins/jenkins.socket", "pass_identity_headers": True},
+         True),
+        ({**app(GOOD), "id": "jenkins-ci", "pass_identity_headers": True}, True),
+        ({**app(GOOD), "name": "Jenkins", "pass_identity_headers": True}, True),
+        ({**app(GOOD), "pass_identity_headers": True}, False),
+        ({**app(GOOD), "from": "http://verify.test:8443", "pass_identity_headers": True}, False),
     ],
 )
-def test_jenkins_heuristic(route: dict[str, Any]) -> None:
+def test_jenkins_heuristic(route: dict[str, Any], jenkins: bool) -> None:
+    """Every route that passes identity headers gets the issuer/audience/JWKS info; only a
+    route recognisably Jenkins (from, to, id or name) is called the JWT Auth plugin's."""
     infos = [f for f in findings_of(base(routes=[route])) if f.severity == "info"]
-    assert [f.key for f in infos] == ["routes[0]"]
+    (info,) = [f for f in infos if f.key == "routes[0]"]
+    assert ("Jenkins JWT Auth plugin" in info.message) is jenkins, info.message
+    if not jenkins:
+        assert "Jenkins" not in info.message + info.fix
+        assert info.message.startswith("the app reading the assertion (X-Pomerium-Jwt-Assertion)")
+        assert "iss=authenticate.test" in info.message
+        assert "/.well-known/pomerium/jwks.json" in info.fix
+
+
+def test_identity_headers_alone_do_not_make_jenkins_wording() -> None:
+    """A route that reads the assertion but is not Jenkins: no Jenkins in any finding, though an
+    open route stays an error and a missing signing key still mentions the JWKS cache."""
+    route = {**app(allow_public_unauthenticated_access=True), "from": "http://verify.test:8443",
+             "pass_identity_headers": True}
+    raw = base(routes=[route])
+    del raw["signing_key"]
+    found = findings_of(raw)
+    assert not [f for f in found if "Jenkins" in f.message + f.fix], found
+    public = next(f for f in found if f.key == "routes[0].allow_public_unauthenticated_access")
+    assert public.severity == "error"
+    assert "this app is public" in public.message
+    signing = next(f for f in found if f.key == "signing_key")
+    assert "an app that reads the assertion and caches the JWKS" in signing.message
 
 
 def test_issuer_format_uri_warns_for_jenkins() -> None:
@@ -344,6 +602,36 @@ def test_issuer_format_uri_warns_for_jenkins() -> None:
     (warning,) = [f for f in found if f.severity == "warning"]
     assert warning.key == "jwt_issuer_format"
     assert "http://authenticate.test:8443/" in warning.fix
+
+
+def test_issuer_format_uri_is_reported_once() -> None:
+    """Pomerium's Jenkins guide has a second route passing identity headers (verify): the
+    issuer finding is about the whole config, so it comes once, not once per route."""
+    routes = [
+        {**app(GOOD), "from": "http://jenkins.test:8443", "pass_identity_headers": True},
+        {**app(GOOD), "from": "http://verify.test:8443", "pass_identity_headers": True},
+        {**app(GOOD), "from": "http://other.test:8443", "pass_identity_headers": True},
+    ]
+    bad = findings_of(base(routes=routes, jwt_issuer_format="uri"))
+    assert [f.severity for f in bad if f.key == "jwt_issuer_format"] == ["warning"]
+    assert exit_code(bad) == 1
+    fixed = findings_of(base(routes=routes, jwt_issuer_format="host"))
+    assert [f for f in fixed if f.key == "jwt_issuer_format"] == []
+    assert exit_code(fixed) == 0
+    assert main_lines_of(base(routes=routes, jwt_issuer_format="uri")).count(
+        next(f.line() for f in bad if f.key == "jwt_issuer_format")
+    ) == 1
+
+
+def test_issuer_format_uri_without_jenkins_is_an_info() -> None:
+    route = {**app(GOOD), "from": "http://verify.test:8443", "pass_identity_headers": True}
+    found = findings_of(base(routes=[route], jwt_issuer_format="uri"))
+    (finding,) = [f for f in found if f.key == "jwt_issuer_format"]
+    assert finding.severity == "info"
+    assert "Jenkins" not in finding.message + finding.fix
+    assert "http://authenticate.test:8443/" in finding.fix
+    # no route reads the assertion: nothing to say about its issuer
+    assert [f for f in findings_of(base(routes=[app(GOOD)], jwt_issuer_format="uri"))] == []
 
 
 def test_missing_signing_key_mentions_the_jwks_cache_for_jenkins() -> None:
@@ -366,15 +654,15 @@ def test_show_error_details_is_an_info() -> None:
 
 def test_route_hidden_behind_an_earlier_prefix() -> None:
     routes = [app(GOOD), app({"allow": {"or": [{"groups": {"has": "admins"}}]}}, prefix="/admin")]
-    assert summary(base(routes=routes)) == [("warning", "routes[1]")]
-    (finding,) = findings_of(base(routes=routes))
+    assert summary(base(routes=routes, idp_scopes=GROUP_SCOPES)) == [("warning", "routes[1]")]
+    (finding,) = findings_of(base(routes=routes, idp_scopes=GROUP_SCOPES))
     assert "routes[0] (prefix /) comes first" in finding.message
     assert finding.fix == "move routes[1] above routes[0] (the first matching route wins)"
 
 
 def test_specific_route_first_is_fine() -> None:
     routes = [app({"allow": {"or": [{"groups": {"has": "admins"}}]}}, prefix="/admin"), app(GOOD)]
-    assert summary(base(routes=routes)) == []
+    assert summary(base(routes=routes, idp_scopes=GROUP_SCOPES)) == []
 
 
 # ---- secrets and the server ----------------------------------------------------------------
@@ -480,7 +768,8 @@ def test_cli_errors_sorted_first_one_per_line(tmp_path: Path, capsys: Capture) -
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         "error: routes[0].allow_any_authenticated_user: logged-in users can do anything, and "
-        "anyone can make an account at Google (https://accounts.google.com) (fix: restrict the "
+        "anyone can make an account at Google (https://accounts.google.com): any Google account "
+        "can sign in, a free gmail.com one included (fix: restrict the "
         "rule to your people: allowed_domains / `domain: {is: ...}` for a domain you own, "
         "`groups`, or `email: {in: [...]}`)",
         "warning: insecure_server: plain HTTP on 0.0.0.0:8080: session cookies and assertions "

@@ -87,21 +87,31 @@ def _route_id(route: Route, index: int) -> str:
     return route.id or f"route-{index}"
 
 
+_SECRET_LOSSES = {
+    "cookie_secret": "every restart signs everyone out",
+    "signing_key": "the assertion signing key and the JWKS change at every restart",
+}
+
+
+def missing_secrets_warning(settings: Settings) -> str | None:
+    """The start-up warning naming exactly the secrets that are not set (None: both are)."""
+    missing = [name for name in _SECRET_LOSSES if getattr(settings, name) is None]
+    if not missing:
+        return None
+    values = "a random value" if len(missing) == 1 else "random values"
+    return (
+        f"authgate: warning: {' and '.join(missing)} not set; using {values} for this run "
+        f"({'; '.join(_SECRET_LOSSES[name] for name in missing)})"
+    )
+
+
 def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
     cookie_secret = settings.cookie_secret
     signing_key_b64 = settings.signing_key
     if cookie_secret is None or signing_key_b64 is None:
-        if warn:
-            missing = [
-                k
-                for k, v in (("cookie_secret", cookie_secret), ("signing_key", signing_key_b64))
-                if v is None
-            ]
-            print(
-                f"authgate: warning: {', '.join(missing)} not set; using a random value that "
-                "changes at every restart (sessions and assertion keys will not survive it)",
-                file=sys.stderr,
-            )
+        warning = missing_secrets_warning(settings)
+        if warn and warning is not None:
+            print(warning, file=sys.stderr)
         cookie_secret = cookie_secret or generate_cookie_secret()
         signing_key_b64 = signing_key_b64 or generate_signing_key_b64()
     client_secret = settings.idp_client_secret or ""
