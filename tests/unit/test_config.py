@@ -102,6 +102,10 @@ def test_comma_separated_lists_and_durations_as_pomerium_writes_them() -> None:
     runtime = load_and_build(raw)
     assert list(runtime.settings.idp_scopes) == ["openid", "email"]
     assert runtime.settings.cookie_expire.total_seconds() == 5400
+    # scopes as OAuth writes them, separated by spaces
+    raw["idp_scopes"] = "openid profile  email groups"
+    scoped = load_and_build(raw)
+    assert list(scoped.settings.idp_scopes) == ["openid", "profile", "email", "groups"]
     route = runtime.settings.routes[1]
     assert route.allowed_domains == ["example.com", "example.org"]
     assert route.timeout.total_seconds() == 90

@@ -34,6 +34,17 @@ def _split_list(value: object) -> object:
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
 
 
+def _split_scopes(value: Any) -> Any:
+    """A list, or one string with the scopes separated by commas or spaces (as OAuth writes
+    them: `openid profile email groups`)."""
+    if isinstance(value, str):
+        return [scope for scope in value.replace(",", " ").split() if scope]
+    return value
+
+
+ScopeList = Annotated[list[str], BeforeValidator(_split_scopes)]
+
+
 def _check_http_url(value: str, what: str, allow_path: bool = False) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -538,7 +549,7 @@ class Settings(BaseModel):
     # Secrets never appear in a repr (logs, tracebacks, `authgate check`).
     idp_client_secret: str | None = Field(default=None, repr=False)
     idp_client_secret_file: str | None = None
-    idp_scopes: StrList = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    idp_scopes: ScopeList = Field(default_factory=lambda: list(DEFAULT_SCOPES))
     signing_key: str | None = Field(default=None, repr=False)
     signing_key_file: str | None = None
     cookie_secret: str | None = Field(default=None, repr=False)
