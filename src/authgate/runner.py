@@ -120,8 +120,13 @@ def run(
         nonlocal stopping
         stopping = True
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        # Reload is not there yet: dying here used to leave Envoy and the workers orphaned.
+        _say("SIGHUP: reloading is not supported yet; restart authgate to apply a new config")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
 
     procs: list[subprocess.Popen[bytes]] = []
     envoy: EnvoyProcess | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import ssl
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -299,6 +300,21 @@ def test_sign_out_ends_the_session(env: Env) -> None:
         again = client.get(env.url("jenkins.test", "/"))
         assert is_idp_login_page(again)
         assert urlsplit(str(again.url)).hostname == "127.0.0.1"
+
+
+@pytest.mark.generated_only("SIGHUP to the `authgate run` supervisor")
+def test_sighup_neither_stops_the_gate_nor_orphans_its_children(env: Env) -> None:
+    proc = env.stack.proc
+    assert proc is not None
+    workers = env.stack.worker_pids()
+    log_from = len(env.stack.log())
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    assert env.stack.worker_pids() == workers
+    assert "SIGHUP: reloading is not supported yet" in env.stack.log()[log_from:]
+    with env.browser() as client:
+        assert client.get(env.url("status.test", "/after-hup")).status_code == 200
 
 
 @pytest.mark.generated_only(
