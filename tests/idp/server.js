@@ -14,25 +14,46 @@
 //                without a "groups" key gets no groups claim at all. `login` (default:
 //                the email) is what is typed in the form's email field, for users whose
 //                email is too odd to type (whitespace, look-alike characters).
-//   IDP_TEST_CONTROL  "1" enables the test-only control endpoint below; off by default, and
-//                without it the IdP behaves exactly as described above.
+//   IDP_TEST_CONTROL  "1" enables the test-only control endpoints below; off by default
+//                (they answer 404), and without it the IdP behaves exactly as described here.
 //
-// Test control (only with IDP_TEST_CONTROL=1), for authgate's attack tests:
+// Test control (only with IDP_TEST_CONTROL=1), for authgate's tests (answers are JSON):
 //   POST /__test__/tamper {"mode": "<mode>"}  rewrites the id_token of every later token
 //        endpoint response until set back to "off"; GET /__test__/tamper tells the mode.
 //        Modes: see TAMPER_MODES (alg "none", another key, HS256 keyed with the client secret,
 //        wrong iss/aud/nonce, expired, not yet valid, no id_token at all, ...). Re-signed tokens
 //        use the IdP's real RS256 key, so only the named defect is wrong.
+//   The user directory, read afresh on every request (login form, and findAccount/claims()
+//   for ID tokens, userinfo and the refresh_token grant), so changes apply to every LATER
+//   ID token, userinfo answer and refresh, also for tokens issued before the change.
+//   <email> is the user's email (case-insensitive, URL-encoded), else its `login` or sub.
+//   GET    /__test__/users            all user records.
+//   GET    /__test__/users/<email>    the user's current record (404 if there is none).
+//   POST   /__test__/users/<email> {"groups": [...], "name": "...", "email_verified": bool,
+//          "preferred_username": "...", "password": "..."}  (any subset; null removes the
+//          key, e.g. "groups": null = no groups claim)  changes the user; answers the record.
+//          Other keys (sub, email, login) are refused with 400.
+//   DELETE /__test__/users/<email>    deletes the account: findAccount no longer finds it,
+//          so later refresh_token grants for it fail with invalid_grant, userinfo with its
+//          access tokens with 401 invalid_token, it cannot log in, and an IdP session it
+//          still has must sign in again (login prompt).
+//   POST   /__test__/users {user as in IDP_USERS}  adds a user at run time (201; 409 if the
+//          sub or login exists). No limit on the number of groups or claim sizes.
 //
 // On success it prints exactly one line "READY <issuer>" to stdout. Errors go to stderr.
 // Login UI: GET /interaction/<uid> renders a form posting to /interaction/<uid>/login;
 // consent is granted automatically. Logout: /session/end (RP-initiated logout).
-// PKCE (S256) is required. offline_access is only honoured together with prompt=consent.
+// PKCE (S256) is required.
+// Refresh tokens: a client with the refresh_token grant type that asks for offline_access in a
+// code-flow GET /auth gets offline_access granted (the IdP adds prompt=consent to such a request
+// itself, and consent is automatic) and a refresh token from the authorization_code grant;
+// without offline_access in the granted scopes, no refresh token. With prompt=none,
+// offline_access is dropped (no consent can be obtained). See offlineAccessConsent().
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const env = (name, fallback) => process.env[name] ?? fallback;
 const json = (name, fallback) => {
@@ -62,9 +83,22 @@ const clients = json('IDP_CLIENTS', DEFAULT_CLIENTS).map((c) => ({
   response_types: ['code'],
   ...c,
 }));
-const users = json('IDP_USERS', DEFAULT_USERS).map((u) => ({ sub: u.email, email_verified: true, ...u }));
-const userBySub = new Map(users.map((u) => [u.sub, u]));
-const userByEmail = new Map(users.map((u) => [String(u.login ?? u.email).toLowerCase(), u]));
+// The user directory. Everything (login form, findAccount, hence ID tokens, userinfo and the
+// refresh grant) looks users up here on every request, so the test-control endpoints below
+// change what the IdP answers from the next request on.
+const normalizeUser = (u) => ({ sub: u.email, email_verified: true, ...u });
+const userBySub = new Map();
+const userByLogin = new Map();
+const loginKey = (u) => String(u.login ?? u.email).toLowerCase();
+function addUser(user) {
+  userBySub.set(user.sub, user);
+  userByLogin.set(loginKey(user), user);
+}
+function removeUser(user) {
+  userBySub.delete(user.sub);
+  userByLogin.delete(loginKey(user));
+}
+for (const u of json('IDP_USERS', DEFAULT_USERS)) addUser(normalizeUser(u));
 
 // Fresh signing keys on every start: RS256 (used for ID tokens) and ES256.
 function privateJwk(type, options, alg) {
@@ -153,18 +187,113 @@ function tamperMiddleware() {
   };
 }
 
+// ---- test-only directory changes (IDP_TEST_CONTROL=1) ----
+
+// Claims a test may change on an existing user; null removes the key (e.g. no groups claim).
+const USER_CHANGES = {
+  groups: (v) => v === null || (Array.isArray(v) && v.every((g) => typeof g === 'string')),
+  name: (v) => v === null || typeof v === 'string',
+  email_verified: (v) => typeof v === 'boolean',
+  preferred_username: (v) => v === null || typeof v === 'string',
+  password: (v) => typeof v === 'string',
+};
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+// A user by email (case-insensitive), falling back to its `login` and then its sub.
+function findUser(key) {
+  const wanted = key.toLowerCase();
+  for (const user of userBySub.values()) {
+    if (String(user.email).toLowerCase() === wanted) return user;
+  }
+  return userByLogin.get(wanted) ?? userBySub.get(key);
+}
+
+function userControl(method, key, body) {
+  const user = findUser(key);
+  if (method === 'GET') return user ? [200, user] : [404, { error: `no user ${key}` }];
+  if (method === 'DELETE') {
+    if (!user) return [404, { error: `no user ${key}` }];
+    removeUser(user);
+    console.error(`[idp] test control: deleted user ${user.sub}`);
+    return [200, { deleted: user.sub }];
+  }
+  if (method !== 'POST') return [405, { error: 'GET, POST or DELETE' }];
+  if (!user) return [404, { error: `no user ${key}` }];
+  if (!isObject(body)) return [400, { error: 'body must be a JSON object' }];
+  for (const [field, value] of Object.entries(body)) {
+    if (!(field in USER_CHANGES)) {
+      return [400, { error: `cannot change ${field}; changeable: ${Object.keys(USER_CHANGES).join(', ')}` }];
+    }
+    if (!USER_CHANGES[field](value)) return [400, { error: `invalid value for ${field}` }];
+  }
+  const updated = { ...user };
+  for (const [field, value] of Object.entries(body)) {
+    if (value === null) delete updated[field];
+    else updated[field] = value;
+  }
+  addUser(updated); // same sub and login: replaces the old record in both maps
+  console.error(`[idp] test control: changed ${Object.keys(body).join(', ') || 'nothing'} of ${user.sub}`);
+  return [200, updated];
+}
+
+function addUserControl(body) {
+  if (!isObject(body) || typeof body.email !== 'string' || typeof body.password !== 'string') {
+    return [400, { error: 'body must be a JSON user object with at least email and password' }];
+  }
+  for (const [field, check] of Object.entries(USER_CHANGES)) {
+    if (field in body && (body[field] === null || !check(body[field]))) {
+      return [400, { error: `invalid value for ${field}` }];
+    }
+  }
+  const user = normalizeUser(body);
+  if (typeof user.sub !== 'string' || !user.sub) return [400, { error: 'sub must be a non-empty string' }];
+  if (userBySub.has(user.sub) || userByLogin.has(loginKey(user))) {
+    return [409, { error: `user ${user.sub} exists` }];
+  }
+  addUser(user);
+  console.error(`[idp] test control: added user ${user.sub}`);
+  return [201, user];
+}
+
+async function readJson(req, limit = 4 * 1024 * 1024) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > limit) throw Object.assign(new Error('body too large'), { status: 413 });
+    chunks.push(chunk);
+  }
+  const raw = Buffer.concat(chunks).toString('utf8');
+  try { return raw ? JSON.parse(raw) : undefined; } catch {
+    throw Object.assign(new Error('body must be JSON'), { status: 400 });
+  }
+}
+
 async function handleTestControl(req, res, pathname) {
   const reply = (status, obj) => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(obj));
   };
+  let body;
+  if (req.method === 'POST') {
+    try { body = await readJson(req); } catch (err) { return reply(err.status ?? 400, { error: err.message }); }
+  }
+  if (pathname === '/__test__/users') {
+    if (req.method === 'GET') return reply(200, [...userBySub.values()]);
+    if (req.method !== 'POST') return reply(405, { error: 'GET or POST' });
+    return reply(...addUserControl(body));
+  }
+  const m = pathname.match(/^\/__test__\/users\/([^/]+)$/);
+  if (m) {
+    let key;
+    try { key = decodeURIComponent(m[1]); } catch { return reply(400, { error: 'bad user in path' }); }
+    return reply(...userControl(req.method, key, body));
+  }
   if (pathname !== '/__test__/tamper') return reply(404, { error: 'no such control' });
   if (req.method === 'GET') return reply(200, { mode: tamper.mode, modes: ['off', ...Object.keys(TAMPER_MODES)] });
   if (req.method !== 'POST') return reply(405, { error: 'GET or POST' });
-  let raw = '';
-  for await (const chunk of req) raw += chunk;
-  let mode;
-  try { ({ mode } = JSON.parse(raw)); } catch { return reply(400, { error: 'body must be JSON {"mode": ...}' }); }
+  const mode = isObject(body) ? body.mode : undefined;
+  if (mode === undefined) return reply(400, { error: 'body must be JSON {"mode": ...}' });
   if (mode !== 'off' && !(mode in TAMPER_MODES)) return reply(400, { error: `unknown mode ${mode}` });
   tamper.mode = mode;
   return reply(200, { mode });
@@ -179,9 +308,50 @@ ${body}
 
 let provider; // created once the port (hence the issuer) is known
 
+// offline_access without prompt=consent. OIDC Core 11 says the OP MUST obtain consent before
+// returning a refresh token for offline_access, and oidc-provider drops offline_access from an
+// authorization request unless it also says prompt=consent. This IdP grants consent
+// automatically, so it adds prompt=consent itself to a GET /auth that asks for offline_access
+// from a client allowed the refresh_token grant with a code response type (unless prompt=none,
+// where no consent can be obtained: offline_access is then dropped as before). The request
+// then goes through the (automatic) consent step, offline_access ends up in the grant and the
+// code's scope, and oidc-provider's default issueRefreshToken (client allowed refresh_token
+// and offline_access in the code's granted scopes) issues the refresh token.
+function offlineAccessConsent() {
+  return async (ctx, next) => {
+    if (ctx.method === 'GET' && ctx.path === '/auth') {
+      const { scope, prompt, client_id: clientId, response_type: responseType } = ctx.query;
+      const client = clients.find((c) => c.client_id === clientId);
+      const prompts = typeof prompt === 'string' ? prompt.split(' ').filter(Boolean) : [];
+      if (
+        typeof scope === 'string' && scope.split(' ').includes('offline_access')
+        && typeof responseType === 'string' && responseType.split(' ').includes('code')
+        && client?.grant_types?.includes('refresh_token')
+        && (prompt === undefined || typeof prompt === 'string')
+        && !prompts.includes('none') && !prompts.includes('consent')
+      ) {
+        ctx.query = { ...ctx.query, prompt: [...prompts, 'consent'].join(' ') };
+      }
+    }
+    await next();
+  };
+}
+
+// oidc-provider's default prompts, plus: an IdP session whose account has since been deleted
+// (test control) must sign in again, instead of failing with server_error (no account, so no
+// grant to check consent against).
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(new interactionPolicy.Check(
+  'account_gone',
+  'the signed-in account no longer exists',
+  'login_required',
+  (ctx) => Boolean(ctx.oidc.session.accountId && !ctx.oidc.account),
+));
+
 const configuration = {
   clients,
   jwks,
+  interactions: { policy },
   findAccount(ctx, sub) {
     const user = userBySub.get(sub);
     if (!user) return undefined;
@@ -305,7 +475,7 @@ async function handleInteraction(req, res, uid, action) {
   if (req.method === 'POST' && action === 'login') {
     const form = await readForm(req);
     const email = (form.get('email') ?? '').trim();
-    const user = userByEmail.get(email.toLowerCase());
+    const user = userByLogin.get(email.toLowerCase());
     if (!user || user.password !== form.get('password')) {
       return send(res, 200, loginForm(uid, { email, error: 'Invalid email or password.' }));
     }
@@ -350,6 +520,7 @@ server.listen(Number(env('IDP_PORT', '0')), env('IDP_HOST', '127.0.0.1'), async 
     console.error(`[idp] invalid configuration: ${err?.error_description || ''} ${err?.stack || err}`);
     process.exit(2);
   }
+  provider.use(offlineAccessConsent());
   if (TEST_CONTROL) provider.use(tamperMiddleware());
   provider.on('server_error', (ctx, err) => console.error(`[idp] server_error: ${err?.stack || err}`));
   for (const event of ['authorization.error', 'grant.error', 'end_session.error', 'userinfo.error',

@@ -5,6 +5,12 @@ Usage::
     with TestIdP(clients=[{...}]) as idp:
         idp.issuer  # "http://127.0.0.1:<port>"
 
+    with TestIdP(test_control=True) as idp:  # IDP_TEST_CONTROL=1
+        idp.set_user("alice@example.com", groups=["ops"])  # later tokens/userinfo/refresh
+        idp.delete_user("bob@evil.org")  # refresh -> invalid_grant, userinfo -> 401
+        idp.add_user({"email": "dan@example.com", "password": "pw", "groups": [...]})
+        idp.get_user("alice@example.com")  # the current record
+
 Requires Node.js and ``npm ci --prefix tests/idp``.
 """
 
@@ -22,7 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDP_DIR = REPO_ROOT / "tests" / "idp"
@@ -63,11 +71,22 @@ class IdPStartError(RuntimeError):
     """The test IdP could not be started."""
 
 
+class IdPControlError(RuntimeError):
+    """A test-control request (``/__test__/...``) was refused by the test IdP."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class TestIdP:
     """Context manager running ``node tests/idp/server.js`` on 127.0.0.1.
 
     ``clients`` / ``users`` are passed as ``IDP_CLIENTS`` / ``IDP_USERS`` (JSON);
-    ``None`` keeps the server's defaults.
+    ``None`` keeps the server's defaults. ``test_control=True`` sets ``IDP_TEST_CONTROL=1``
+    (as does ``extra_env={"IDP_TEST_CONTROL": "1"}``), which enables the ``/__test__/``
+    endpoints behind :meth:`set_user`, :meth:`delete_user`, :meth:`add_user`,
+    :meth:`get_user` (and the id_token tampering of the attack tests).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -81,11 +100,14 @@ class TestIdP:
         extra_env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
         node: str | None = None,
+        test_control: bool = False,
     ) -> None:
         self._port_request = port
         self._clients = clients
         self._users = users
         self._extra_env = dict(extra_env or {})
+        if test_control:
+            self._extra_env.setdefault("IDP_TEST_CONTROL", "1")
         self._startup_timeout = startup_timeout
         self._node = node
         self._proc: subprocess.Popen[str] | None = None
@@ -117,6 +139,50 @@ class TestIdP:
     def stderr(self) -> str:
         """Everything the IdP wrote to stderr so far (useful when a test fails)."""
         return "".join(self._stderr_chunks)
+
+    # -- test control (IDP_TEST_CONTROL=1) -----------------------------------
+
+    def get_user(self, email: str) -> dict[str, Any]:
+        """The user's current directory record (``sub``, ``email``, ``groups``, ...)."""
+        return self._control("GET", f"/__test__/users/{quote(email, safe='')}")
+
+    def set_user(self, email: str, **changes: Any) -> dict[str, Any]:
+        """Change a user's claims for every later ID token, userinfo answer and refresh.
+
+        ``changes`` may set ``groups`` (list of str), ``name``, ``email_verified`` (bool),
+        ``preferred_username`` and ``password``; ``None`` removes the claim (``groups=None``:
+        no groups claim at all). Returns the updated record.
+        """
+        return self._control("POST", f"/__test__/users/{quote(email, safe='')}", changes)
+
+    def delete_user(self, email: str) -> None:
+        """Delete the account: it can no longer log in, refresh-token grants for it answer
+        ``invalid_grant`` and userinfo with its access tokens 401 ``invalid_token``."""
+        self._control("DELETE", f"/__test__/users/{quote(email, safe='')}")
+
+    def add_user(self, user: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a user at run time (same fields as ``users``: at least ``email`` and
+        ``password``); returns the stored record (``sub`` defaults to the email)."""
+        return self._control("POST", "/__test__/users", dict(user))
+
+    def _control(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        resp = httpx.request(
+            method,
+            f"{self.issuer}{path}",
+            json=body if method == "POST" else None,
+            timeout=10.0,
+        )
+        if resp.status_code == 404 and self._extra_env.get("IDP_TEST_CONTROL") != "1":
+            raise IdPControlError(
+                f"{method} {path}: 404; the test-control endpoints need TestIdP(test_control=True)",
+                resp.status_code,
+            )
+        if not resp.is_success:
+            raise IdPControlError(
+                f"{method} {path}: {resp.status_code} {resp.text}", resp.status_code
+            )
+        result: dict[str, Any] = resp.json()
+        return result
 
     def start(self) -> Self:
         if self._proc is not None:
