@@ -5,6 +5,7 @@ Every process started here is recorded by pid in `Processes` and stopped by that
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -25,7 +26,9 @@ from authgate.config import Settings, build_runtime, load_settings
 from authgate.config.runtime import RuntimeConfig, generate_cookie_secret, generate_signing_key_b64
 from authgate.envoy import EnvoyProcess, build_bootstrap
 from authgate.envoy.bootstrap import AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTER_FILTER
-from authgate.session import Session, SessionCodec
+from authgate.session.manager import SessionManager
+from authgate.session.record import IdpTokens
+from authgate.authz.state import session_store_for
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -252,6 +255,8 @@ class BenchConfig:
     upstream_sock: Path
     cookie_secret: str = field(default_factory=generate_cookie_secret)
     signing_key: str = field(default_factory=generate_signing_key_b64)
+    # The session store keys (databroker_storage_*); empty: the embedded store.
+    session_store: dict[str, str] = field(default_factory=dict)
 
     def write(self, port: int) -> tuple[Path, RuntimeConfig]:
         path = self.workdir / f"config-{port}.yaml"
@@ -264,6 +269,7 @@ class BenchConfig:
             "idp_client_secret": "bench-secret",
             "cookie_secret": self.cookie_secret,
             "signing_key": self.signing_key,
+            **self.session_store,
             "routes": [
                 {
                     "id": "app",
@@ -285,10 +291,27 @@ class BenchConfig:
         return path, cfg
 
 
-def mint_cookie(cfg: RuntimeConfig, claims: dict[str, Any], host: str,
-                codec: SessionCodec | None = None) -> str:
-    codec = codec or SessionCodec(cfg.cookie_key)
-    return codec.encode(Session.from_claims(claims, 3600), host)
+def mint_cookies(cfg: RuntimeConfig, store_dir: Path, many_claims: list[dict[str, Any]],
+                 host: str) -> list[str]:
+    """Sessions started in the embedded session store at `store_dir` (a stack's shared dir, as
+    a login there would start them), and their cookie values for `host`."""
+    async def go() -> list[str]:
+        sessions = SessionManager(cfg.cookie_key, session_store_for(cfg, store_dir, 5.0),
+                                  refresh_interval_s=300, cache_size=1)
+        try:
+            cookies = []
+            for claims in many_claims:
+                session = await sessions.start(claims, IdpTokens(), 3600)
+                cookies.append(sessions.cookie_value(session, host))
+            return cookies
+        finally:
+            await sessions.aclose()
+
+    return asyncio.run(go())
+
+
+def mint_cookie(cfg: RuntimeConfig, store_dir: Path, claims: dict[str, Any], host: str) -> str:
+    return mint_cookies(cfg, store_dir, [claims], host)[0]
 
 
 # ---------------------------------------------------------------------------- Envoy bootstraps
@@ -376,6 +399,11 @@ class Stack:
     workdir: Path
 
     @property
+    def shared_dir(self) -> Path:
+        """The authz workers' --shared-dir: their embedded session store lives there."""
+        return shared_dir(self.workdir)
+
+    @property
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
@@ -393,9 +421,14 @@ class Stack:
                 raise RuntimeError(f"{self.name}: authz worker {i} exited:\n{log}")
 
 
+def shared_dir(workdir: Path) -> Path:
+    return workdir / "shared"
+
+
 def start_workers(procs: Processes, kind: str, count: int, config: Path, workdir: Path,
                   ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
-    """`authgate authz` workers (kind "authgate") or the no-op server (kind "noop")."""
+    """`authgate authz` workers (kind "authgate") or the no-op server (kind "noop"). The
+    authgate workers share one session store in `shared_dir(workdir)`, as `authgate run`'s do."""
     env = clean_env()
     workers, endpoints = [], []
     for i in range(count):
@@ -403,7 +436,8 @@ def start_workers(procs: Processes, kind: str, count: int, config: Path, workdir
         ready.unlink(missing_ok=True)
         if kind == "authgate":
             cmd = [sys.executable, "-m", "authgate", "authz", "-c", str(config),
-                   "--listen", f"unix:{sock}", "--ready-file", str(ready)]
+                   "--listen", f"unix:{sock}", "--ready-file", str(ready),
+                   "--shared-dir", str(shared_dir(workdir))]
         else:
             cmd = [sys.executable, str(BENCH_DIR / "noop_authz.py"),
                    "--listen", f"unix:{sock}", "--ready-file", str(ready)]

@@ -169,10 +169,11 @@ def _seed(name: str, corpus: Path) -> None:
         seeds = [f"__Host-_pomerium={targets.genuine_cookie()}; JSESSIONID=1".encode()]
     elif name == "handoff_payload":
         now = int(time.time())
+        ref = targets.genuine_ref()  # a session that is in the harness's store
         seeds = [
-            b'{"s": {"sid": "s", "iat": %d, "exp": %d, "user": "u"}, "t": "/x", '
+            b'{"s": {"sid": "%s", "iat": %d, "exp": %d}, "t": "/x", '
             b'"n": "0123456789abcdef0123456789abcdef", "exp": %d, "jti": "j"}'
-            % (now, now + 3600, now + 60)
+            % (ref.sid.encode(), ref.issued_at, ref.expires_at, now + 60)
         ]
     elif name == "config":
         seeds = [

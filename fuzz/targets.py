@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -39,8 +40,11 @@ from authgate.config import build_runtime, load_settings, settings_from_mapping
 from authgate.config.runtime import RouteRuntime, generate_signing_key_b64
 from authgate.errors import ConfigError
 from authgate.policy import Identity, PolicyInput, compile_policy
-from authgate.session import Session, SessionCodec
+from authgate.session import Session
 from authgate.session.cookies import cookie_header_without, parse_cookie_header
+from authgate.session.record import IdpTokens
+from authgate.session.reference import ReferenceCodec, SessionRef
+from authgate.session.store import SqliteStore
 
 ORIGIN = "https://app.test:8443"
 HOST = "app.test:8443"
@@ -93,9 +97,12 @@ def _signing_key() -> str:
 
 @cache
 def worker_state() -> AuthzState:
-    """An authz worker's state, as `authgate authz` builds it (no I/O until an IdP call)."""
+    """An authz worker's state, as `authgate authz` builds it (no I/O until an IdP call), with
+    its embedded session store in a directory of its own (never the user's state directory)."""
+    store_dir = Path(tempfile.mkdtemp(prefix="authgate-fuzz-store-"))
     return AuthzState.build(
-        build_runtime(settings_from_mapping(base_config(), environ={}), warn=False)
+        build_runtime(settings_from_mapping(base_config(), environ={}), warn=False),
+        store=SqliteStore(store_dir / "sessions.db"),
     )
 
 
@@ -104,9 +111,20 @@ def app_route() -> RouteRuntime:
 
 
 @cache
+def genuine_session() -> Session:
+    """A signed-in session, in the worker's store (started before any event loop runs)."""
+    claims = {"sub": "alice", "email": "alice@example.com"}
+    return asyncio.run(worker_state().sessions.start(claims, IdpTokens(), 3600))
+
+
+def genuine_ref() -> SessionRef:
+    session = genuine_session()
+    return SessionRef(session.sid, session.issued_at, session.expires_at)
+
+
+@cache
 def genuine_cookie() -> str:
-    session = Session.from_claims({"sub": "alice", "email": "alice@example.com"}, 3600)
-    return worker_state().sessions.encode(session, HOST)
+    return worker_state().sessions.cookie_value(genuine_session(), HOST)
 
 
 def context(
@@ -136,11 +154,13 @@ def context(
 def check_cookie_value(value: str) -> None:
     """Any cookie value: no session, or (only for the genuine value) exactly the session."""
     state = worker_state()
-    session = state.sessions.decode(value, HOST)
+    ref = state.sessions.reference(value, HOST)
     if value != genuine_cookie():
-        assert session is None, f"a value that is not ours opened: {value[:80]!r}"
+        assert ref is None, f"a value that is not ours opened: {value[:80]!r}"
+    else:
+        assert ref == genuine_ref()
     # the same value is never a session on another host
-    assert state.sessions.decode(value, "public.test:8443") is None
+    assert state.sessions.reference(value, "public.test:8443") is None
 
 
 def check_cookie_mutation(position: int, replacement: str, cut: int) -> None:
@@ -154,7 +174,7 @@ def check_cookie_mutation(position: int, replacement: str, cut: int) -> None:
         check_cookie_value(mutated)
     # a fresh codec (no decode cache) agrees
     if mutated != good:
-        assert SessionCodec(b"k" * 32).decode(mutated, HOST) is None
+        assert ReferenceCodec(b"k" * 32).decode(mutated, HOST) is None
 
 
 def check_cookie_header(header: str) -> None:
@@ -178,14 +198,15 @@ def check_handoff_token(token: str, nonce: str) -> None:
         {"cookie": f"{state.login_cookie}={nonce}", "accept": "text/html"},
         kind="internal",
     )
-    answer = accept_hand_off(state, app_route(), ctx)
+    answer = asyncio.run(accept_hand_off(state, app_route(), ctx))
     assert isinstance(answer, Respond)
     assert answer.status == 400, "a hand-off nobody sealed was accepted"
 
 
 def check_handoff_payload(payload: object, nonce: str) -> None:
     """A hand-off sealed with the real key but with any content: 302 to the route with a
-    session only when every part is right, else 400."""
+    session only when every part is right (its nonce, its expiry, a target on the route, a
+    first use, and a reference to a session live in the store), else 400."""
     state = worker_state()
     token = state.handoff_box.box.seal(payload, bound_to=HOST)  # type: ignore[arg-type]
     ctx = context(
@@ -193,7 +214,7 @@ def check_handoff_payload(payload: object, nonce: str) -> None:
         {"cookie": f"{state.login_cookie}={nonce}", "accept": "text/html"},
         kind="internal",
     )
-    answer = accept_hand_off(state, app_route(), ctx)
+    answer = asyncio.run(accept_hand_off(state, app_route(), ctx))
     assert isinstance(answer, Respond) and answer.status in (302, 400)
     if answer.status == 302:
         assert isinstance(payload, dict)
@@ -202,9 +223,14 @@ def check_handoff_payload(payload: object, nonce: str) -> None:
         assert urlsplit(location).netloc == HOST
         assert payload.get("n") == nonce and isinstance(payload.get("exp"), int)
         assert payload["exp"] >= time.time() - 1
+        # The only session in the store: the hand-off named it (its id and its start).
+        named = payload.get("s")
+        assert isinstance(named, dict)
+        assert (named.get("sid"), named.get("iat")) == (genuine_ref().sid, genuine_ref().issued_at)
         session_cookie = next(c for c in answer.cookies if c.startswith(state.session_cookie + "="))
         value = session_cookie.split(";")[0].partition("=")[2]
-        assert state.sessions.decode(value, HOST) is not None
+        # The cookie set is a reference to that very session, as the store has it.
+        assert state.sessions.reference(value, HOST) == genuine_ref()
 
 
 # ---------------------------------------------------------------------------- redirects
@@ -236,7 +262,7 @@ def check_forward(headers: dict[str, str], signed_in: bool) -> None:
     no x-pomerium header of the client's and none of our cookies."""
     state = worker_state()
     headers = {k.lower(): v for k, v in headers.items()}
-    session = state.sessions.decode(genuine_cookie(), HOST) if signed_in else None
+    session = genuine_session() if signed_in else None
     ctx = context("/", headers)
     allow = forward(state, app_route(), ctx, session)
     assert isinstance(allow, Allow)

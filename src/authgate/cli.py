@@ -1,4 +1,4 @@
-"""Command line: `authgate run | authz | envoy-config | keygen | check | explain`."""
+"""Command line: `authgate run | authz | sessions | envoy-config | keygen | check | explain`."""
 
 import argparse
 import json
@@ -45,6 +45,52 @@ def cmd_authz(args: argparse.Namespace) -> int:
         shared_dir=Path(args.shared_dir) if args.shared_dir else None,
     )
     return 0
+
+
+def _sessions_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from authgate.authz.state import session_store_for
+
+    cfg = _load(args.config, warn=False)
+    if args.shared_dir:
+        place: Path | None = Path(args.shared_dir)
+    else:
+        place = Path(args.runtime_dir) / "shared" if args.runtime_dir else None
+    return session_store_for(cfg, place, timeout_s=10.0)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """List or revoke sessions in the store the servers use (what an admin does when someone
+    leaves): a revoked session stops working on every worker and replica within about a second."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from authgate.session.store import StoreUnavailable
+
+    async def go() -> int:
+        store = _sessions_store(args)
+        try:
+            if args.action == "list":
+                for record in await store.list_sessions(args.user):
+                    seen, ends = (
+                        datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%MZ")
+                        for t in (record.last_seen, record.expires_at)
+                    )
+                    who = record.email or record.user
+                    print(f"{record.sid}  {who}  last seen {seen}  ends {ends}")
+                return 0
+            if args.id:
+                revoked = [args.id] if await store.revoke(args.id) else []
+            else:
+                revoked = await store.revoke_user(args.user)
+            print(f"revoked {len(revoked)} session(s)")
+            return 0 if revoked else 1
+        except StoreUnavailable as exc:
+            print(f"authgate: the session store is unavailable: {exc}", file=sys.stderr)
+            return 3
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -122,12 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
     authz.add_argument(
         "--shared-dir",
         default=None,
-        help="a directory shared by the workers on one host, so single-use sign-in hand-offs "
-        "are refused at every worker once used (authgate run sets it)",
+        help="a directory shared by the workers on one host: the embedded session store lives "
+        "there unless databroker_storage_connection_string says otherwise (default: "
+        "$STATE_DIRECTORY or ~/.local/state/authgate)",
     )
     # `authgate run` starts its workers with this: it has printed the upstream warnings itself.
     authz.add_argument("--no-upstream-check", action="store_true", help=argparse.SUPPRESS)
     authz.set_defaults(func=cmd_authz)
+
+    sessions = sub.add_parser("sessions", help="list or revoke signed-in sessions")
+    sessions_sub = sessions.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "list live sessions"), ("revoke", "end sessions everywhere")):
+        one = sessions_sub.add_parser(action, help=text)
+        one.add_argument("-c", "--config", required=True)
+        place = one.add_mutually_exclusive_group()
+        place.add_argument(
+            "--runtime-dir", default=None, help="`authgate run`'s --runtime-dir (embedded store)"
+        )
+        place.add_argument(
+            "--shared-dir", default=None, help="`authgate authz`'s --shared-dir (embedded store)"
+        )
+        if action == "list":
+            one.add_argument("--user", default=None, help="only this user's sessions (email)")
+        else:
+            who = one.add_mutually_exclusive_group(required=True)
+            who.add_argument("--user", default=None, help="every session of this user (email)")
+            who.add_argument("--id", default=None, help="one session, by id")
+        one.set_defaults(func=cmd_sessions)
 
     env = sub.add_parser("envoy-config", help="print the Envoy bootstrap generated from the config")
     env.add_argument("-c", "--config", required=True)

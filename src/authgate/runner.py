@@ -32,8 +32,10 @@ def _say(message: str) -> None:
 
 
 def _start_workers(
-    config: Path, count: int, runtime_dir: Path, env: dict[str, str]
+    config: Path, count: int, runtime_dir: Path, env: dict[str, str], shared_dir: Path | None
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """`shared_dir`: where the workers keep the embedded session store; None: the default
+    state directory (a temporary runtime dir must not take the sessions with it)."""
     procs: list[subprocess.Popen[bytes]] = []
     endpoints: list[str] = []
     for index in range(count):
@@ -53,8 +55,7 @@ def _start_workers(
                     f"unix:{sock}",
                     "--ready-file",
                     str(ready),
-                    "--shared-dir",
-                    str(runtime_dir / "shared"),
+                    *(("--shared-dir", str(shared_dir)) if shared_dir else ()),
                     "--no-upstream-check",  # `run` has printed those warnings once
                 ],
                 env=env,
@@ -131,7 +132,8 @@ def run(
     procs: list[subprocess.Popen[bytes]] = []
     envoy: EnvoyProcess | None = None
     try:
-        procs, endpoints = _start_workers(config, workers, rdir, env)
+        shared = None if own_dir else rdir / "shared"
+        procs, endpoints = _start_workers(config, workers, rdir, env, shared)
         bootstrap = build_bootstrap(cfg, endpoints, admin_address=f"unix:{rdir / 'admin.sock'}")
         envoy = EnvoyProcess(bootstrap, workdir=rdir, log_level=envoy_log_level)
         envoy.start()

@@ -8,11 +8,13 @@
   everything) for the attacks that need an IdP the test can steer; like `env`, one per stack
   mode (`generated`: `authgate run`; `byo`: `authgate authz` behind a hand-written Envoy);
 * `mint`: values sealed with a stack's real `cookie_secret`, to build expired or misplaced
-  tokens that only the server could have made.
+  tokens that only the server could have made, and sessions started in the stack's own session
+  store (as a login would), for the session cookies that name them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import os
@@ -20,10 +22,10 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import ada_url
@@ -31,7 +33,11 @@ import httpx
 import pytest
 
 from authgate.config.runtime import generate_signing_key_b64
-from authgate.session import SealedBox, Session, SessionCodec
+from authgate.session import SealedBox, Session
+from authgate.session.manager import SessionManager
+from authgate.session.record import IdpTokens
+from authgate.session.reference import ReferenceCodec, SessionRef
+from authgate.session.store import SqliteStore
 from tests.support.byo_stack import ByoStack, stack_class
 from tests.support.certs import TestPKI, make_pki
 from tests.support.idp import TestIdP, authgate_client
@@ -179,31 +185,85 @@ def query_param(url: str, name: str) -> str | None:
 # ---------------------------------------------------------------------------- sealed values
 
 
+T = TypeVar("T")
+
+
+def store_path(stack: AuthgateStack | ByoStack) -> Path:
+    """Where a running stack's workers keep their embedded session store: `authgate run
+    --runtime-dir R` gives them R/shared, the byo stack passes `--shared-dir <run>/shared`."""
+    return stack.runtime_dir / "shared" / "sessions.db"
+
+
 @dataclass(frozen=True)
 class Mint:
-    """Seals values exactly as a stack with this `cookie_secret` does (same HKDF purposes)."""
+    """Seals values exactly as a stack with this `cookie_secret` does (same HKDF purposes), and
+    starts sessions in its session store (`store`: the stack's SQLite file; None for a Mint that
+    only seals, e.g. with another secret)."""
 
     secret: bytes
+    store: Path | None = None
 
     def box(self, purpose: str) -> SealedBox:
         return SealedBox(self.secret, purpose)
 
+    @property
+    def refs(self) -> ReferenceCodec:
+        """The session cookie's codec (a reference to a session in the store)."""
+        return ReferenceCodec(self.secret)
+
+    def _run(self, job: Callable[[SessionManager], Awaitable[T]]) -> T:
+        """`job` with a session manager on the stack's store, as a worker would have it."""
+        path = self.store
+        assert path is not None, "this Mint has no session store"
+
+        async def go() -> T:
+            sessions = SessionManager(self.secret, SqliteStore(path), refresh_interval_s=300)
+            try:
+                return await job(sessions)
+            finally:
+                await sessions.aclose()
+
+        return asyncio.run(go())
+
+    def start(
+        self, claims: Mapping[str, Any], lifetime_s: int = 3600, now: float | None = None
+    ) -> Session:
+        """A session in the stack's store, as a login there would start it (`now` in the past:
+        one that has ended)."""
+
+        async def job(sessions: SessionManager) -> Session:
+            return await sessions.start(dict(claims), IdpTokens(), lifetime_s, now=now)
+
+        return self._run(job)
+
+    def revoke(self, sid: str) -> None:
+        """End a session in the stack's store (as a sign-out or `authgate sessions revoke`)."""
+
+        async def job(sessions: SessionManager) -> None:
+            await sessions.revoke(sid)
+
+        self._run(job)
+
     def session_cookie(self, host: str, lifetime_s: int = 3600, **claims: Any) -> str:
-        session = Session.from_claims({"sub": "u", **claims}, lifetime_s)
-        return SessionCodec(self.secret).encode(session, host)
+        """The cookie value of a new session in the stack's store, for `host`."""
+        session = self.start({"sub": "u", **claims}, lifetime_s)
+        return self.refs.encode(ref_of(session), host)
 
-    def session_payload(
-        self, email: str, *, iat: int | None = None, exp: int | None = None
+    def session_ref(
+        self, email: str, *, lifetime_s: int = 3600, now: float | None = None
     ) -> dict[str, Any]:
-        now = int(time.time())
-        payload = Session.from_claims({"sub": email, "email": email}, 3600).to_payload()
-        payload["iat"] = now if iat is None else iat
-        payload["exp"] = now + 3600 if exp is None else exp
-        return payload
+        """The reference (wire form: sid, iat, exp) to a new session of `email` in the stack's
+        store: what a session cookie or a hand-off carries."""
+        session = self.start({"sub": email, "email": email}, lifetime_s, now=now)
+        return ref_of(session).to_wire()
 
 
-def mint_for(config: Mapping[str, Any]) -> Mint:
-    return Mint(base64.b64decode(str(config["cookie_secret"])))
+def ref_of(session: Session) -> SessionRef:
+    return SessionRef(session.sid, session.issued_at, session.expires_at)
+
+
+def mint_for(config: Mapping[str, Any], store: Path | None = None) -> Mint:
+    return Mint(base64.b64decode(str(config["cookie_secret"])), store)
 
 
 # ---------------------------------------------------------------------------- hostile stack
@@ -434,7 +494,8 @@ def start_hostile(workdir: Path, mode: str = "generated") -> Iterator[HostileSta
         assert upstream.port is not None
         config = hostile_config(port, pki, idp, upstream.port, secret)
         with stack_class(mode)(workdir / "stack", config, workers=2, ca_file=pki.ca_file) as stack:
-            yield HostileStack(port, pki, idp, upstream, stack, mint_for(config), mode)
+            mint = mint_for(config, store_path(stack))
+            yield HostileStack(port, pki, idp, upstream, stack, mint, mode)
 
 
 @pytest.fixture(scope="session")

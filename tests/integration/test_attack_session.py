@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from authgate.session.reference import SessionRef
 from tests.integration.attack_kit import (
     AUTHN_LOGIN_COOKIE,
     LOGIN_COOKIE,
@@ -33,7 +34,7 @@ from tests.support.idp_login import submit_idp_login
 
 pytestmark = pytest.mark.usefixtures("hostile_stays_healthy")
 
-SESSION = "authgate session v1"
+SESSION = "authgate session reference v2"  # the session cookie: a reference to a stored session
 CSRF = "authgate csrf v1"
 SIGN_OUT = "authgate sign-out v1"
 
@@ -54,10 +55,9 @@ def _clears_session(response: httpx.Response) -> bool:
 
 
 def _sid(mint: Mint, cookie: str | None, netloc: str) -> str | None:
-    from authgate.session import SessionCodec
-
-    session = SessionCodec(mint.secret).decode(cookie or "", netloc)
-    return session.sid if session else None
+    """The session id a session cookie names (its reference), or None."""
+    ref = mint.refs.decode(cookie or "", netloc)
+    return ref.sid if ref else None
 
 
 # ---------------------------------------------------------------------------- fixation
@@ -68,12 +68,8 @@ def test_values_planted_before_login_never_survive_it(hostile_stack: HostileStac
     route, authn = stack.netloc("any.test"), stack.netloc("authenticate.test")
     now = int(time.time())
     chosen = "attacker-chosen-sid"
-    aged = {
-        **mint.session_payload("eve@evil.test"),
-        "sid": chosen,
-        "iat": now - 7200,
-        "exp": now - 1,
-    }
+    # A reference (sealed as the stack seals one) naming the attacker's chosen session id, aged.
+    aged = SessionRef(chosen, now - 7200, now - 1).to_wire()
     planted = {
         ("any.test", SESSION_COOKIE): mint.box(SESSION).seal(aged, route),
         ("authenticate.test", SESSION_COOKIE): mint.box(SESSION).seal(aged, authn),

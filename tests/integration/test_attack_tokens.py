@@ -41,7 +41,8 @@ LOGIN_STATE = "authgate login state v1"
 HANDOFF = "authgate hand-off v1"
 SIGN_OUT = "authgate sign-out v1"
 CSRF = "authgate csrf v1"
-SESSION = "authgate session v1"
+SESSION = "authgate session reference v2"  # the session cookie: a reference to a stored session
+PREVIOUS_SESSION = "authgate session v1"  # the releases before the store: the whole session
 
 
 def _cookie(jar: httpx.Cookies, host: str, name: str = SESSION_COOKIE) -> str | None:
@@ -119,20 +120,36 @@ def _minted_cookies(stack: HostileStack) -> dict[str, str]:
     """Session cookies only the server could make, each wrong in one way."""
     mint, host = stack.mint, stack.netloc("any.test")
     now = int(time.time())
-    good = mint.session_payload("kim@kestrel.example")
+    good = mint.session_ref("kim@kestrel.example")  # a live session in the stack's store
     box = mint.box(SESSION)
+    revoked = mint.session_ref("kim@kestrel.example")
+    mint.revoke(revoked["sid"])
+    # The previous release's cookie: the whole session sealed, naming a live session.
+    previous = {
+        **good,
+        "user": "kim@kestrel.example",
+        "email": "kim@kestrel.example",
+        "name": "",
+        "groups": [],
+        "claims": {},
+    }
     out = {
-        "expired session": box.seal({**good, "iat": now - 7200, "exp": now - 1}, host),
+        # its session has ended in the store (and the reference says so)
+        "expired session": box.seal(mint.session_ref("kim@kestrel.example", now=now - 7200), host),
+        "reference past its exp": box.seal({**good, "exp": now - 1}, host),
         "issued in the future": box.seal({**good, "iat": now + 3600, "exp": now + 7200}, host),
         "for another host": box.seal(good, stack.netloc("app.test")),
         "for the authenticate host": box.seal(good, stack.netloc("authenticate.test")),
         "host without port": box.seal(good, "any.test"),
         "from another cookie_secret": Mint(os.urandom(32)).box(SESSION).seal(good, host),
         "empty sid": box.seal({**good, "sid": ""}, host),
+        "no sid": box.seal({k: v for k, v in good.items() if k != "sid"}, host),
         "iat as text": box.seal({**good, "iat": str(now)}, host),
         "exp as float": box.seal({**good, "exp": now + 3600.5}, host),
-        "claims as list": box.seal({**good, "claims": []}, host),
-        "no user": box.seal({k: v for k, v in good.items() if k != "user"}, host),
+        "revoked session": box.seal(revoked, host),
+        "session not in the store": box.seal({**good, "sid": "not-in-the-store"}, host),
+        "another start of the session": box.seal({**good, "iat": good["iat"] - 1}, host),
+        "previous format (whole session)": mint.box(PREVIOUS_SESSION).seal(previous, host),
         "payload is a list": _seal_any(mint, SESSION, [good], host),
         "payload is a string": _seal_any(mint, SESSION, "kim@kestrel.example", host),
         "payload is not JSON": _seal_raw(mint, SESSION, b"\xff\xfe not json", host),
@@ -221,7 +238,7 @@ def test_misplaced_and_aged_session_cookies_are_no_session(hostile_stack: Hostil
     assert not failures
     # control: a correctly minted one is a session (so the minting above is faithful)
     good = stack.mint.box(SESSION).seal(
-        stack.mint.session_payload("kim@kestrel.example"), stack.netloc("any.test")
+        stack.mint.session_ref("kim@kestrel.example"), stack.netloc("any.test")
     )
     with stack.client(accept="application/json") as api:
         seen = api.get(stack.url("any.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={good}"})
@@ -321,7 +338,9 @@ def test_hand_off_sealed_wrongly_is_refused(hostile_stack: HostileStack) -> None
     stack = hostile_stack
     mint, host = stack.mint, stack.netloc("any.test")
     now, nonce = int(time.time()), "n" * 32
-    session = mint.session_payload("kim@kestrel.example")
+    session = mint.session_ref("kim@kestrel.example")  # a live session in the stack's store
+    revoked = mint.session_ref("kim@kestrel.example")
+    mint.revoke(revoked["sid"])
     good = {"s": session, "t": stack.url("any.test", "/x"), "n": nonce, "exp": now + 60}
     box = mint.box(HANDOFF)
 
@@ -337,7 +356,11 @@ def test_hand_off_sealed_wrongly_is_refused(hostile_stack: HostileStack) -> None
         "target on another host": handoff(t="https://evil.test/"),
         "target javascript:": handoff(t="javascript:alert(1)"),
         "target scheme-relative": handoff(t="//evil.test/"),
-        "session expired": handoff(s={**session, "exp": now - 1}),
+        # its session has ended in the store (and the reference says so)
+        "session expired": handoff(s=mint.session_ref("kim@kestrel.example", now=now - 7200)),
+        "session revoked": handoff(s=revoked),
+        "session not in the store": handoff(s={**session, "sid": "not-in-the-store"}),
+        "another start of the session": handoff(s={**session, "iat": session["iat"] - 1}),
         "session malformed": handoff(s={"sid": 1}),
         "session missing": handoff(drop="s"),
         "nonce missing": handoff(drop="n"),

@@ -379,19 +379,23 @@ def test_idp_down_existing_sessions_work_and_new_logins_get_a_clear_error(tmp_pa
             other = alice.get(fs.url("other.test", "/"))
             assert other.status_code == 200 and str(other.url) == fs.url("other.test", "/")
 
-        # a login that reaches the IdP's code exchange while the IdP is down
-        fs.idp = TestIdP(port=port, clients=_clients(fs))
-        fs.idp.start()
-        with fs.client() as bob:
-            page = bob.get(fs.url("app.test", "/"))
-            callback = _stop_before_callback(bob, page)
-            fs.idp.stop()
-            bob.follow_redirects = False
-            for accept, kind in ((BROWSER, "text/html"), ("application/json", "application/json")):
+        # a login that reaches the IdP's code exchange while the IdP is down (one login per
+        # kind of client: an OAuth callback is single use, whatever its outcome)
+        for accept, kind in ((BROWSER, "text/html"), ("application/json", "application/json")):
+            fs.idp = TestIdP(port=port, clients=_clients(fs))
+            fs.idp.start()
+            with fs.client() as bob:
+                page = bob.get(fs.url("app.test", "/"))
+                callback = _stop_before_callback(bob, page)
+                fs.idp.stop()
+                bob.follow_redirects = False
                 answer, took = _timed(bob, callback, headers={"accept": accept})
                 assert answer.status_code == 502 and took < 5, (answer.status_code, took)
                 assert answer.headers["content-type"].startswith(kind)
                 assert "identity provider is unavailable" in answer.text
+                # the same callback again: refused, it was spent
+                again, _ = _timed(bob, callback, headers={"accept": accept})
+                assert again.status_code == 400, again.status_code
 
     # a worker that never reached the IdP: the sign-in itself explains
     with fault_stack(tmp_path / "cold", workers=1) as fs:

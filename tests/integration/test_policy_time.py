@@ -27,7 +27,8 @@ from authgate.authz.state import AuthzState
 from authgate.config.load import settings_from_mapping
 from authgate.config.runtime import build_runtime
 from authgate.envoy import EnvoyProcess, build_bootstrap
-from authgate.session import Session
+from authgate.session.store import SqliteStore
+from tests.support.sessions import mint
 from tests.support.upstream import SampleUpstream
 
 WINDOW = {"timezone": "Europe/Berlin", "after": "09:00", "before": "17:00"}
@@ -56,6 +57,10 @@ class Authz:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: grpc.aio.Server | None = None
 
+    def run(self, coro: Any) -> Any:
+        """Run `coro` on the servicer's loop (the state's session store is used there)."""
+        return self._run(coro)
+
     def _run(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout=10)
@@ -69,6 +74,7 @@ class Authz:
     async def _stop(self) -> None:
         if self._server is not None:
             await self._server.stop(None)
+        await self.state.sessions.aclose()
         await self.state.oidc.aclose()
 
     def __enter__(self) -> Authz:
@@ -94,6 +100,7 @@ class Stack:
     clock: Clock
     upstream: SampleUpstream
     state: AuthzState
+    authz: Authz
 
     def get(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
         with httpx.Client(
@@ -106,8 +113,9 @@ class Stack:
         return [r.path for r in self.upstream.requests]
 
     def cookie_for(self, host: str, email: str) -> str:
-        session = Session.from_claims({"sub": email, "email": email}, 3600)
-        value = self.state.sessions.encode(session, f"{host}:{self.port}")
+        """A session in the worker's store (as a login would start it) and its cookie."""
+        claims = {"sub": email, "email": email}
+        _, value = self.authz.run(mint(self.state, f"{host}:{self.port}", claims))
         return f"{self.state.session_cookie}={value}"
 
 
@@ -146,13 +154,16 @@ def stack() -> Iterator[Stack]:
     )
     cfg = build_runtime(settings, warn=False)
     clock = Clock(INSIDE)
-    state = AuthzState.build(cfg, clock=clock)
+    state = AuthzState.build(cfg, clock=clock, store=SqliteStore(work / "sessions.db"))
     doc = build_bootstrap(
         cfg, [f"unix:{work / 'authz.sock'}"], admin_address=f"unix:{work / 'admin.sock'}"
     )
     try:
-        with Authz(state, work / "authz.sock"), EnvoyProcess(doc, workdir=work / "envoy"):
-            yield Stack(port, clock, upstream, state)
+        with (
+            Authz(state, work / "authz.sock") as authz,
+            EnvoyProcess(doc, workdir=work / "envoy"),
+        ):
+            yield Stack(port, clock, upstream, state, authz)
     finally:
         upstream.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -191,18 +191,27 @@ def test_bad_cookie_means_log_in_again(env: Env, mangle) -> None:  # type: ignor
 
 
 def test_foreign_cookie_from_another_secret_is_no_session(env: Env) -> None:
-    from authgate.session import Session, SessionCodec
+    from tests.integration.attack_kit import Mint, mint_for, ref_of, store_path
 
-    foreign = SessionCodec(os.urandom(32)).encode(
-        Session.from_claims({"sub": "x", "email": "alice@example.com"}, 3600),
-        f"jenkins.test:{env.port}",
-    )
+    # A live session in the stack's own store, its reference sealed with another cookie_secret:
+    # only the secret is wrong.
+    mint = mint_for(env.stack.config, store_path(env.stack))
+    ref = ref_of(mint.start({"sub": "x", "email": "alice@example.com"}))
+    netloc = f"jenkins.test:{env.port}"
+    foreign = Mint(os.urandom(32)).refs.encode(ref, netloc)
     with env.browser() as client:
         client.follow_redirects = False
         response = client.get(
             env.url("jenkins.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={foreign}"}
         )
         assert response.status_code == 302
+        # control: the same reference sealed with the stack's secret is that session
+        genuine = mint.refs.encode(ref, netloc)
+        response = client.get(
+            env.url("jenkins.test", "/"), headers={"cookie": f"{SESSION_COOKIE}={genuine}"}
+        )
+        assert response.status_code == 200
+        assert response.json()["user"]["username"] == "alice@example.com"
 
 
 def test_user_outside_the_allowed_domain_gets_403(env: Env) -> None:

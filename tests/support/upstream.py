@@ -509,7 +509,15 @@ class SampleUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         app.on_shutdown.append(self._close_websockets)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        # Jenkins (Jetty) is often run with a larger request header size for big assertions
+        # (a user in hundreds of groups); the sample app accepts up to 64 KB a header line.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=2.0,
+            max_line_size=65536,
+            max_field_size=65536,
+        )
         await self._runner.setup()
         for sock in self._sockets:
             await web.SockSite(self._runner, sock).start()

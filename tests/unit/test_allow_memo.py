@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authgate._pb.envoy.service.auth.v3 import external_auth_pb2
-from authgate.authz.allow_memo import AllowMemo
 from authgate.authz.response import to_check_response
 from authgate.authz.server import AuthorizationServicer
 from authgate.authz.service import decide, request_context
@@ -20,6 +19,7 @@ from authgate.authz.state import AuthzState
 from authgate.config import build_runtime, settings_from_mapping
 from authgate.session import Session
 from tests.support.checks import check_request
+from tests.support.sessions import fresh, mint, mint_sync
 
 APP = "app.test:8080"
 PATHS = "paths.test:8080"
@@ -78,17 +78,43 @@ def make_state(limit: int = 10_000) -> AuthzState:
     }
     cfg = build_runtime(settings_from_mapping(raw, environ={}), warn=False)
     state = AuthzState.build(cfg, clock=lambda: CLOCK["now"])
-    state.allow_memo = AllowMemo.for_config(cfg, limit=limit)
+    # The state's own memo (the session manager tells it of every session change), smaller.
+    state.allow_memo.limit = limit
     return state
 
 
-def cookie_for(state: AuthzState, rid: str, email: str = "alice@example.com", **kw: Any) -> str:
-    claims = {"sub": "u-" + email.partition("@")[0], "email": email, "groups": ["dev"]}
-    session = Session.from_claims(claims, kw.pop("lifetime", 3600), **kw)
-    return state.sessions.encode(session, HOSTS[rid])
+def claims_of(email: str) -> dict[str, Any]:
+    return {"sub": "u-" + email.partition("@")[0], "email": email, "groups": ["dev"]}
 
 
-async def via_check(state: AuthzState, servicer: AuthorizationServicer, request: Any) -> Any:
+async def session_for(
+    state: AuthzState,
+    rid: str,
+    email: str = "alice@example.com",
+    lifetime: int = 3600,
+    now: float | None = None,
+) -> tuple[Session, str]:
+    """A session in the state's store, and its cookie for the route `rid`."""
+    return await mint(state, HOSTS[rid], claims_of(email), lifetime, now=now)
+
+
+async def cookie_for(
+    state: AuthzState,
+    rid: str,
+    email: str = "alice@example.com",
+    lifetime: int = 3600,
+    now: float | None = None,
+) -> str:
+    return (await session_for(state, rid, email, lifetime, now))[1]
+
+
+async def via_check(
+    state: AuthzState, servicer: AuthorizationServicer, request: Any, *, feed: bool = True
+) -> Any:
+    """One Check through the servicer (memo first). `feed`: poll the session store's event feed
+    first, as a worker's feed task does every 0.2 s, so the worker may use its kept answers."""
+    if feed:
+        await fresh(state)
     raw = await servicer.Check(request, None)  # type: ignore[arg-type]
     return external_auth_pb2.CheckResponse.FromString(raw)
 
@@ -110,7 +136,7 @@ def app_request(state: AuthzState, cookie: str, extra: dict[str, str] | None = N
 async def test_a_repeated_request_is_answered_from_the_memo_like_the_full_path() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    request = app_request(state, cookie_for(state, "app"), {"x-pomerium-claim-email": "m@x"})
+    request = app_request(state, await cookie_for(state, "app"), {"x-pomerium-claim-email": "m@x"})
     first = await via_check(state, servicer, request)
     assert first.status.code == code_pb2.OK
     assert len(state.allow_memo) == 1
@@ -124,7 +150,7 @@ async def test_a_repeated_request_is_answered_from_the_memo_like_the_full_path()
 async def test_a_spoofed_header_added_later_is_still_removed() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    cookie = cookie_for(state, "app")
+    cookie = await cookie_for(state, "app")
     await via_check(state, servicer, app_request(state, cookie))
     spoofed = app_request(state, cookie, {"x-pomerium-jwt-assertion-for": "forged"})
     answer = await via_check(state, servicer, spoofed)
@@ -135,7 +161,7 @@ async def test_a_spoofed_header_added_later_is_still_removed() -> None:
 async def test_a_path_policy_is_keyed_on_method_and_path() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    headers = {"cookie": f"{state.session_cookie}={cookie_for(state, 'paths')}"}
+    headers = {"cookie": f"{state.session_cookie}={await cookie_for(state, 'paths')}"}
     allowed = check_request("paths", PATHS, "/job/x?a=1", headers)
     assert (await via_check(state, servicer, allowed)).status.code == code_pb2.OK
     assert (await via_check(state, servicer, allowed)).status.code == code_pb2.OK
@@ -149,7 +175,7 @@ async def test_a_path_policy_is_keyed_on_method_and_path() -> None:
 async def test_a_source_ip_policy_is_keyed_on_the_client_address() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    headers = {"cookie": f"{state.session_cookie}={cookie_for(state, 'lan')}"}
+    headers = {"cookie": f"{state.session_cookie}={await cookie_for(state, 'lan')}"}
     inside = check_request("lan", LAN, "/", headers, source="10.1.2.3")
     assert (await via_check(state, servicer, inside)).status.code == code_pb2.OK
     outside = check_request("lan", LAN, "/", headers, source="192.0.2.1")
@@ -159,7 +185,7 @@ async def test_a_source_ip_policy_is_keyed_on_the_client_address() -> None:
 async def test_a_policy_with_time_criteria_is_never_kept() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    headers = {"cookie": f"{state.session_cookie}={cookie_for(state, 'office')}"}
+    headers = {"cookie": f"{state.session_cookie}={await cookie_for(state, 'office')}"}
     request = check_request("office", OFFICE, "/", headers)
     try:
         assert (await via_check(state, servicer, request)).status.code == code_pb2.OK
@@ -173,7 +199,7 @@ async def test_a_policy_with_time_criteria_is_never_kept() -> None:
 async def test_an_answer_ends_with_its_session(monkeypatch: pytest.MonkeyPatch) -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    request = app_request(state, cookie_for(state, "app", lifetime=120))
+    request = app_request(state, await cookie_for(state, "app", lifetime=120))
     assert (await via_check(state, servicer, request)).status.code == code_pb2.OK
     later = time.time() + 121
     monkeypatch.setattr(time, "time", lambda: later)
@@ -188,7 +214,7 @@ async def test_an_answer_ends_when_its_assertion_is_due_for_re_signing(
 ) -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    request = app_request(state, cookie_for(state, "app"))
+    request = app_request(state, await cookie_for(state, "app"))
     first = assertion_of(await via_check(state, servicer, request))
     start = time.time()
     monkeypatch.setattr(time, "time", lambda: start + 200)
@@ -202,7 +228,7 @@ async def test_an_answer_ends_when_its_assertion_is_due_for_re_signing(
 async def test_a_stale_session_cookie_on_a_public_route_is_not_kept() -> None:
     state = make_state()
     servicer = AuthorizationServicer(state)
-    stale = cookie_for(state, "public", now=int(time.time()) - 7200)
+    stale = await cookie_for(state, "public", now=int(time.time()) - 7200)
     request = check_request("public", PUBLIC, "/", {"cookie": f"{state.session_cookie}={stale}"})
     answer = await via_check(state, servicer, request)
     assert answer.status.code == code_pb2.OK
@@ -216,7 +242,7 @@ async def test_a_stale_session_cookie_on_a_public_route_is_not_kept() -> None:
 async def test_the_memo_is_bounded() -> None:
     state = make_state(limit=50)
     servicer = AuthorizationServicer(state)
-    cookies = [cookie_for(state, "app") for _ in range(300)]
+    cookies = [await cookie_for(state, "app") for _ in range(300)]
     for cookie in cookies:
         assert (await via_check(state, servicer, app_request(state, cookie))).status.code == 0
     assert len(state.allow_memo) == 50
@@ -227,9 +253,9 @@ async def test_the_memo_is_bounded() -> None:
 
 async def test_the_memo_is_bounded_in_bytes_when_clients_send_large_headers() -> None:
     state = make_state()
-    state.allow_memo = AllowMemo.for_config(state.cfg, max_bytes=64 * 1024)
+    state.allow_memo.max_bytes = 64 * 1024
     servicer = AuthorizationServicer(state)
-    cookie = cookie_for(state, "app")
+    cookie = await cookie_for(state, "app")
 
     def padded(i: int, size: int) -> Any:
         # A different, large Cookie header each time: the client chooses its size.
@@ -246,17 +272,108 @@ async def test_the_memo_is_bounded_in_bytes_when_clients_send_large_headers() ->
     assert len(state.allow_memo) == kept
 
 
+# ---- sessions that change take their kept answers with them ---------------------------------
+
+
+async def test_forget_session_drops_exactly_that_sessions_answers() -> None:
+    state = make_state()
+    servicer = AuthorizationServicer(state)
+    memo = state.allow_memo
+    alice, alice_cookie = await session_for(state, "app")
+    bob, bob_cookie = await session_for(state, "app", email="bob@example.com")
+    alice_requests = [
+        app_request(state, alice_cookie),
+        app_request(state, alice_cookie, {"x-other": "1"}),
+    ]
+    bob_request = app_request(state, bob_cookie)
+    anonymous = check_request("public", PUBLIC, "/", {"x-pomerium-claim-email": "m@x"})
+    for request in [*alice_requests, bob_request, anonymous]:
+        assert (await via_check(state, servicer, request)).status.code == code_pb2.OK
+    assert len(memo) == 4
+    bytes_before = memo.bytes
+
+    def kept(request: Any) -> bytes | None:
+        key = memo.key(request.attributes)
+        assert key is not None
+        return memo.get(key)
+
+    memo.forget_session(alice.sid)
+    assert len(memo) == 2
+    assert all(kept(request) is None for request in alice_requests)
+    assert kept(bob_request) is not None and kept(anonymous) is not None
+    assert 0 < memo.bytes < bytes_before
+    memo.forget_session("no-such-session")
+    assert len(memo) == 2
+    memo.forget_session(bob.sid)
+    assert len(memo) == 1 and kept(anonymous) is not None
+    # Alice's requests are answered again (by the full path), and kept again.
+    assert (await via_check(state, servicer, alice_requests[0])).status.code == code_pb2.OK
+    assert len(memo) == 2
+    memo.forget_session("")  # everything
+    assert len(memo) == 0 and memo.bytes == 0
+
+
+@pytest.mark.parametrize("where", ["this worker", "another worker"])
+async def test_a_revoked_sessions_kept_answer_is_not_served_after_the_feed_polls(
+    where: str,
+) -> None:
+    state = make_state()
+    servicer = AuthorizationServicer(state)
+    session, cookie = await session_for(state, "app")
+    request = app_request(state, cookie)
+    assert (await via_check(state, servicer, request)).status.code == code_pb2.OK
+    assert len(state.allow_memo) == 1
+    if where == "this worker":
+        await state.sessions.revoke(session.sid)
+    else:
+        # Another worker of the same run (the same store): only the event feed tells this one.
+        other = AuthzState.build(state.cfg)
+        try:
+            await other.sessions.revoke(session.sid)
+        finally:
+            await other.sessions.aclose()
+    await fresh(state)
+    answer = await via_check(state, servicer, request)
+    assert answer.denied_response.status.code == 401  # an API client: not signed in
+    assert answer == await via_full_path(state, request)
+    assert len(state.allow_memo) == 0
+    # A browser gets the full path's login redirect, not a kept answer either.
+    browser = app_request(state, cookie, {"accept": "text/html"})
+    answer = await via_check(state, servicer, browser)
+    assert answer.denied_response.status.code == 302
+    assert answer.status.code == (await via_full_path(state, browser)).status.code
+
+
+async def test_no_answer_is_kept_or_served_while_the_feed_is_not_fresh() -> None:
+    state = make_state()  # never polled: this worker cannot know of revocations in time
+    servicer = AuthorizationServicer(state)
+    request = app_request(state, await cookie_for(state, "app"))
+    for _ in range(2):
+        answer = await via_check(state, servicer, request, feed=False)
+        assert answer.status.code == code_pb2.OK
+        assert answer == await via_full_path(state, request)
+    assert len(state.allow_memo) == 0
+
+
 # ---- differential: any sequence of requests, memo or not, gets the same answers ------------
 
 STATE = make_state(limit=20)
 SERVICER = AuthorizationServicer(STATE)
+
+
+def _minted(rid: str, email: str = "alice@example.com", now: float | None = None) -> str:
+    """A cookie for the route `rid` naming a session in STATE's store (minted at import, before
+    any event loop runs)."""
+    return mint_sync(STATE, HOSTS[rid], claims_of(email), now=now)[1]
+
+
 COOKIES = {
     rid: [
-        cookie_for(STATE, rid),
-        cookie_for(STATE, rid, email="bob@example.com"),
-        cookie_for(STATE, rid, email="mallory@evil.org"),
-        cookie_for(STATE, rid, now=int(time.time()) - 7200),  # expired
-        cookie_for(STATE, "app" if rid != "app" else "paths"),  # sealed for another host
+        _minted(rid),
+        _minted(rid, email="bob@example.com"),
+        _minted(rid, email="mallory@evil.org"),
+        _minted(rid, now=int(time.time()) - 7200),  # expired
+        _minted("app" if rid != "app" else "paths"),  # sealed for another host
         "garbage",
     ]
     for rid in HOSTS

@@ -94,52 +94,61 @@ def test_fuzz_handoff_tokens_nobody_sealed(token: str, nonce: str) -> None:
 
 
 def _session_payloads() -> st.SearchStrategy[object]:
-    now = int(time.time())
-    good = {
-        "sid": "s1",
-        "iat": now,
-        "exp": now + 3600,
-        "claims": {},
-        "user": "alice",
-        "email": "alice@example.com",
-        "name": "",
-        "groups": [],
-    }
+    """What a hand-off says of its session: a reference (sid, iat, exp). `good` names the one
+    session in the worker's store, so every part of it counts."""
+    good = targets.genuine_ref().to_wire()
     return (
         st.fixed_dictionaries(
             {},
             optional={k: st.just(v) | json_values for k, v in good.items()},
         )
         | st.just(good)
+        | st.just({**good, "exp": int(time.time()) - 1})  # the reference says it has ended
         | json_values
     )
 
 
 def _handoff_payloads(nonce: str) -> st.SearchStrategy[object]:
     now = int(time.time())
-    return (
-        st.fixed_dictionaries(
-            {},
-            optional={
-                "s": _session_payloads(),
-                "t": st.sampled_from(
-                    [
-                        targets.ORIGIN + "/x",
-                        "/x",
-                        "https://evil.test/",
-                        "//evil.test/",
-                        "javascript:alert(1)",
-                        "https://public.test:8443/",
-                    ]
-                )
-                | st.sampled_from(REDIRECT_SEEDS)
-                | any_text,
-                "n": st.just(nonce) | nonces,
-                "exp": st.sampled_from([now + 60, now - 1, str(now + 60), float(now + 60)])
-                | json_values,
-                "jti": st.uuids().map(str) | json_values,
-            },
+    parts: dict[str, st.SearchStrategy[object]] = {
+        "s": _session_payloads(),
+        "t": st.sampled_from(
+            [
+                targets.ORIGIN + "/x",
+                "/x",
+                "https://evil.test/",
+                "//evil.test/",
+                "javascript:alert(1)",
+                "https://public.test:8443/",
+            ]
         )
+        | st.sampled_from(REDIRECT_SEEDS)
+        | any_text,
+        "n": st.just(nonce) | nonces,
+        "exp": st.sampled_from([now + 60, now - 1, str(now + 60), float(now + 60)]) | json_values,
+        "jti": st.uuids().map(str) | json_values,
+    }
+    # A hand-off the server would make (a new jti each), then the same with one part drawn
+    # from the above: the accepted path is reached, and every part's refusal is tried alone.
+    right = st.uuids().map(
+        lambda jti: {
+            "s": targets.genuine_ref().to_wire(),
+            "t": targets.ORIGIN + "/x",
+            "n": nonce,
+            "exp": now + 60,
+            "jti": str(jti),
+        }
+    )
+    one_part = st.sampled_from(sorted(parts)).flatmap(lambda k: st.tuples(st.just(k), parts[k]))
+    one_part_changed = st.tuples(right, one_part).map(lambda t: {**t[0], t[1][0]: t[1][1]})
+    one_part_missing = st.tuples(right, st.sampled_from(sorted(parts))).map(
+        lambda t: {k: v for k, v in t[0].items() if k != t[1]}
+    )
+    return (
+        st.fixed_dictionaries({}, optional=parts)
+        | right
+        | one_part_changed
+        | one_part_missing
         | json_values
     )
 

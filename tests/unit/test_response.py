@@ -19,8 +19,10 @@ from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import build_runtime, settings_from_mapping
 from authgate.contract import JWKS_PATH
-from authgate.session import SealedBox, Session, SessionCodec
+from authgate.session import SealedBox, Session
+from authgate.session.reference import ReferenceCodec, SessionRef
 from tests.support.checks import check_request
+from tests.support.sessions import mint
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
@@ -218,7 +220,7 @@ async def ask(state: AuthzState, request: external_auth_pb2.CheckRequest) -> Dec
     return decision
 
 
-def session_cookie(
+async def session_cookie(
     state: AuthzState,
     email: str = "alice@example.com",
     host: str = JENKINS,
@@ -226,11 +228,11 @@ def session_cookie(
     lifetime: int = 3600,
     now: int | None = None,
 ) -> tuple[Session, str]:
+    """A session in the state's store, and its cookie for `host`."""
     claims = {"sub": "u-" + email.partition("@")[0], "email": email, "name": "Alice"}
     if groups is not None:
         claims["groups"] = groups
-    session = Session.from_claims(claims, lifetime, now=now)
-    return session, state.sessions.encode(session, host)
+    return await mint(state, host, claims, lifetime, now=now)
 
 
 def with_cookie(state: AuthzState, value: str, accept: str = BROWSER_ACCEPT) -> dict[str, str]:
@@ -381,7 +383,7 @@ async def test_api_client_without_session_gets_401_json(
 
 
 async def test_signed_in_user_gets_the_assertion(state: AuthzState) -> None:
-    session, cookie = session_cookie(state)
+    session, cookie = await session_cookie(state)
     headers = {
         "accept": BROWSER_ACCEPT,
         "cookie": f"JSESSIONID=abc; {state.session_cookie}={cookie}; other=1",
@@ -414,7 +416,7 @@ async def test_signed_in_user_gets_the_assertion(state: AuthzState) -> None:
 
 
 async def test_groups_claim_is_a_list_even_without_groups(state: AuthzState) -> None:
-    _, cookie = session_cookie(state, groups=None)
+    _, cookie = await session_cookie(state, groups=None)
     decision = await ask(state, check_request("route-0", JENKINS, "/", with_cookie(state, cookie)))
     assert isinstance(decision, Allow)
     token = dict(decision.set_headers)["x-pomerium-jwt-assertion"]
@@ -422,7 +424,7 @@ async def test_groups_claim_is_a_list_even_without_groups(state: AuthzState) -> 
 
 
 async def test_only_the_session_cookie_means_no_cookie_header(state: AuthzState) -> None:
-    _, cookie = session_cookie(state)
+    _, cookie = await session_cookie(state)
     decision = await ask(state, check_request("route-0", JENKINS, "/", with_cookie(state, cookie)))
     assert isinstance(decision, Allow)
     assert "cookie" in decision.remove_headers
@@ -430,7 +432,7 @@ async def test_only_the_session_cookie_means_no_cookie_header(state: AuthzState)
 
 
 async def test_route_without_identity_headers(state: AuthzState) -> None:
-    _, cookie = session_cookie(state, email="bob@corp.test", host=PLAIN)
+    _, cookie = await session_cookie(state, email="bob@corp.test", host=PLAIN)
     headers = {**with_cookie(state, cookie), "x-pomerium-jwt-assertion": "forged"}
     decision = await ask(state, check_request("route-2", PLAIN, "/", headers))
     assert isinstance(decision, Allow)
@@ -443,7 +445,7 @@ async def test_route_without_identity_headers(state: AuthzState) -> None:
     "email", ["mallory@evil.org", "a@example.com.evil.org", "a@sub.example.com"]
 )
 async def test_disallowed_user_gets_403(state: AuthzState, email: str) -> None:
-    _, cookie = session_cookie(state, email=email)
+    _, cookie = await session_cookie(state, email=email)
     decision = await ask(state, check_request("route-0", JENKINS, "/", with_cookie(state, cookie)))
     assert isinstance(decision, Respond)
     assert decision.status == 403
@@ -452,7 +454,7 @@ async def test_disallowed_user_gets_403(state: AuthzState, email: str) -> None:
 
 
 async def test_disallowed_api_client_gets_403_json(state: AuthzState) -> None:
-    _, cookie = session_cookie(state, email="mallory@evil.org")
+    _, cookie = await session_cookie(state, email="mallory@evil.org")
     headers = with_cookie(state, cookie, accept="application/json")
     decision = await ask(state, check_request("route-0", JENKINS, "/api/json", headers))
     assert isinstance(decision, Respond)
@@ -460,15 +462,30 @@ async def test_disallowed_api_client_gets_403_json(state: AuthzState) -> None:
     assert json.loads(decision.body)["error"] == "forbidden"
 
 
-def _bad_cookies(state: AuthzState) -> list[tuple[str, str]]:
-    _, good = session_cookie(state)
+async def _bad_cookies(state: AuthzState) -> list[tuple[str, str]]:
+    live, good = await session_cookie(state)
     middle = len(good) // 2
     flipped = good[:middle] + ("A" if good[middle] != "A" else "B") + good[middle + 1 :]
-    _, other_host = session_cookie(state, host=STATUS)
-    _, expired = session_cookie(state, lifetime=60, now=int(time.time()) - 3600)
-    foreign = SessionCodec(os.urandom(32)).encode(session_cookie(state)[0], JENKINS)
-    other_purpose = SealedBox(COOKIE_SECRET, "authgate hand-off v1").seal(
-        session_cookie(state)[0].to_payload(), JENKINS
+    _, other_host = await session_cookie(state, host=STATUS)
+    _, expired = await session_cookie(state, lifetime=60, now=int(time.time()) - 3600)
+    # The same reference to a live session, sealed with another secret or for another purpose.
+    ref = SessionRef(live.sid, live.issued_at, live.expires_at)
+    foreign = ReferenceCodec(os.urandom(32)).encode(ref, JENKINS)
+    other_purpose = SealedBox(COOKIE_SECRET, "authgate hand-off v1").seal(ref.to_wire(), JENKINS)
+    # The previous release's cookie (the whole session sealed, "authgate session v1") of a live
+    # session: no longer read, its user signs in again.
+    previous_format = SealedBox(COOKIE_SECRET, "authgate session v1").seal(
+        live.to_payload(), JENKINS
+    )
+    revoked_session, revoked = await session_cookie(state)
+    await state.sessions.revoke(revoked_session.sid)
+    # Sealed right, naming a session the store does not have.
+    unknown = state.sessions.refs.encode(
+        SessionRef("no-such-session", live.issued_at, live.expires_at), JENKINS
+    )
+    # Sealed right, naming a live session but not its start (another session's reference).
+    other_start = state.sessions.refs.encode(
+        SessionRef(live.sid, live.issued_at - 1, live.expires_at), JENKINS
     )
     return [
         ("tampered", flipped),
@@ -478,6 +495,10 @@ def _bad_cookies(state: AuthzState) -> list[tuple[str, str]]:
         ("expired", expired),
         ("other secret", foreign),
         ("other purpose", other_purpose),
+        ("previous format", previous_format),
+        ("revoked", revoked),
+        ("unknown session", unknown),
+        ("other start", other_start),
         ("empty", ""),
         ("garbage", "x"),
         ("non-ascii", "é" * 50),
@@ -494,6 +515,10 @@ BAD_COOKIES = [
     "expired",
     "other secret",
     "other purpose",
+    "previous format",
+    "revoked",
+    "unknown session",
+    "other start",
     "empty",
     "garbage",
     "non-ascii",
@@ -504,7 +529,7 @@ BAD_COOKIES = [
 
 @pytest.mark.parametrize("which", BAD_COOKIES)
 async def test_bad_session_cookie_is_no_session(state: AuthzState, which: str) -> None:
-    cookies = dict(_bad_cookies(state))
+    cookies = dict(await _bad_cookies(state))
     assert sorted(cookies) == sorted(BAD_COOKIES)
     value = cookies[which]
     decision = await ask(
@@ -523,14 +548,14 @@ async def test_jwks_is_served_on_route_hosts(state: AuthzState) -> None:
 
 
 async def test_403_reason_only_when_the_route_shows_error_details(state: AuthzState) -> None:
-    _, cookie = session_cookie(state, email="mallory@evil.org")
+    _, cookie = await session_cookie(state, email="mallory@evil.org")
     headers = with_cookie(state, cookie, accept="application/json")
     hidden = await ask(state, check_request("route-0", JENKINS, "/", headers))
     assert isinstance(hidden, Respond)
     assert "reason" not in json.loads(hidden.body)
 
     detailed = make_state(show_error_details=True)
-    _, cookie = session_cookie(detailed, email="mallory@evil.org")
+    _, cookie = await session_cookie(detailed, email="mallory@evil.org")
     shown = await ask(
         detailed,
         check_request("route-0", JENKINS, "/", with_cookie(detailed, cookie, "application/json")),
@@ -546,7 +571,7 @@ async def test_403_reason_only_when_the_route_shows_error_details(state: AuthzSt
 
 async def test_legacy_assertion_route_uses_the_older_header_and_issuer() -> None:
     legacy = make_state(legacy_assertion=True)
-    _, cookie = session_cookie(legacy)
+    _, cookie = await session_cookie(legacy)
     request = check_request("route-0", JENKINS, "/", with_cookie(legacy, cookie))
     decision = await ask(legacy, request)
     assert isinstance(decision, Allow)
@@ -566,7 +591,7 @@ async def test_legacy_assertion_route_uses_the_older_header_and_issuer() -> None
 
 
 async def test_403_page_names_the_request_and_offers_ways_on(state: AuthzState) -> None:
-    _, cookie = session_cookie(state, email="mallory@evil.org")
+    _, cookie = await session_cookie(state, email="mallory@evil.org")
     headers = {**with_cookie(state, cookie), "x-request-id": "rid-1234-5678-9abc"}
     decision = await ask(state, check_request("route-0", JENKINS, "/job/x?y=1", headers))
     assert isinstance(decision, Respond) and decision.status == 403
@@ -581,7 +606,7 @@ async def test_403_page_names_the_request_and_offers_ways_on(state: AuthzState) 
 
 async def test_without_extensions_the_route_comes_from_host_and_path(state: AuthzState) -> None:
     """Behind an Envoy the user wrote: the shared matcher picks the route."""
-    _, cookie = session_cookie(state)
+    _, cookie = await session_cookie(state)
     byo = check_request("", JENKINS, "/job/x", with_cookie(state, cookie), extensions=False)
     decision = await ask(state, byo)
     assert isinstance(decision, Allow)
@@ -605,7 +630,7 @@ async def test_without_extensions_the_route_comes_from_host_and_path(state: Auth
 async def test_without_extensions_an_unnormalised_path_is_refused(
     state: AuthzState, path: str
 ) -> None:
-    _, cookie = session_cookie(state)
+    _, cookie = await session_cookie(state)
     byo = check_request("", JENKINS, path, with_cookie(state, cookie), extensions=False)
     decision = await ask(state, byo)
     assert isinstance(decision, Respond) and decision.status == 400

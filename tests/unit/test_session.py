@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authgate.session import SealedBox, Session, SessionCodec
+from authgate.session import SealedBox, Session
 from authgate.session.cookies import (
     clear_cookie,
     cookie_header_without,
@@ -18,6 +18,7 @@ from authgate.session.cookies import (
     set_cookie,
     without_cookies,
 )
+from authgate.session.reference import PURPOSE, ReferenceCodec, SessionRef
 
 MASTER = os.urandom(32)
 BOX = SealedBox(MASTER, "authgate session v1")
@@ -176,7 +177,7 @@ def test_open_arbitrary_bytes_is_none(raw: bytes) -> None:
         assert BOX.open(token, bound_to=HOST) is None
 
 
-# ---- Session and SessionCodec --------------------------------------------------------------
+# ---- Session, and the session cookie (ReferenceCodec) ----------------------------------------
 
 NOW = 1_800_000_000
 
@@ -225,16 +226,34 @@ def test_session_from_claims_without_optional_claims() -> None:
     assert (session.identity.email, session.identity.name, session.identity.groups) == ("", "", ())
 
 
-def test_codec_round_trip() -> None:
-    codec = SessionCodec(MASTER)
-    session = make_session()
-    decoded = codec.decode(codec.encode(session, HOST), HOST, now=NOW + 1)
-    assert decoded == session
+def make_ref(lifetime: int = 3600, now: int = NOW, sid: str | None = None) -> SessionRef:
+    """The reference a session cookie carries (what `SessionManager.cookie_value` seals)."""
+    session = make_session(lifetime=lifetime, now=now)
+    return SessionRef(sid or session.sid, session.issued_at, session.expires_at)
 
 
-def test_codec_respects_expiry_even_when_cached() -> None:
-    codec = SessionCodec(MASTER)
-    cookie = codec.encode(make_session(lifetime=3600), HOST)
+def test_reference_round_trip() -> None:
+    codec = ReferenceCodec(MASTER)
+    ref = make_ref()
+    cookie = codec.encode(ref, HOST)
+    assert codec.decode(cookie, HOST, now=NOW + 1) == ref
+    assert SessionRef.from_wire(ref.to_wire()) == ref
+    # A fresh codec (no cache) opens it the same.
+    assert ReferenceCodec(MASTER).decode(cookie, HOST, now=NOW + 1) == ref
+
+
+def test_reference_cookie_carries_no_identity() -> None:
+    """The cookie names the session; who it is lives in the store (no groups in the cookie)."""
+    ref = make_ref()
+    cookie = ReferenceCodec(MASTER).encode(ref, HOST)
+    opened = SealedBox(MASTER, PURPOSE).open(cookie, bound_to=HOST)
+    assert opened == {"sid": ref.sid, "iat": NOW, "exp": NOW + 3600}
+    assert len(cookie) < 200
+
+
+def test_reference_respects_expiry_even_when_cached() -> None:
+    codec = ReferenceCodec(MASTER)
+    cookie = codec.encode(make_ref(lifetime=3600), HOST)
     assert codec.decode(cookie, HOST, now=NOW) is not None
     assert codec.decode(cookie, HOST, now=NOW + 3599) is not None
     assert codec.decode(cookie, HOST, now=NOW + 3600) is None
@@ -245,8 +264,8 @@ def test_codec_respects_expiry_even_when_cached() -> None:
 
 
 def test_cookie_for_one_host_is_no_session_on_another() -> None:
-    codec = SessionCodec(MASTER)
-    cookie = codec.encode(make_session(), "a.test:8443")
+    codec = ReferenceCodec(MASTER)
+    cookie = codec.encode(make_ref(), "a.test:8443")
     assert codec.decode(cookie, "a.test:8443", now=NOW) is not None
     assert codec.decode(cookie, "b.test:8443", now=NOW) is None
     assert codec.decode(cookie, "a.test", now=NOW) is None
@@ -254,54 +273,74 @@ def test_cookie_for_one_host_is_no_session_on_another() -> None:
 
 
 def test_cookie_from_another_secret_is_no_session() -> None:
-    cookie = SessionCodec(os.urandom(32)).encode(make_session(), HOST)
-    assert SessionCodec(MASTER).decode(cookie, HOST, now=NOW) is None
+    cookie = ReferenceCodec(os.urandom(32)).encode(make_ref(), HOST)
+    assert ReferenceCodec(MASTER).decode(cookie, HOST, now=NOW) is None
 
 
 def test_value_sealed_for_another_purpose_is_no_session() -> None:
+    ref = make_ref()
+    handoff = SealedBox(MASTER, "authgate hand-off v1").seal(ref.to_wire(), HOST)
+    assert ReferenceCodec(MASTER).decode(handoff, HOST, now=NOW) is None
+
+
+def test_cookie_of_the_previous_format_is_no_session() -> None:
+    """The releases before the session store sealed the whole session ("authgate session v1");
+    such a cookie is no session now (its user signs in again), even though it holds a sid, iat
+    and exp."""
     session = make_session()
-    handoff = SealedBox(MASTER, "authgate hand-off v1").seal(session.to_payload(), HOST)
-    assert SessionCodec(MASTER).decode(handoff, HOST, now=NOW) is None
+    old = SealedBox(MASTER, "authgate session v1").seal(session.to_payload(), HOST)
+    codec = ReferenceCodec(MASTER)
+    assert codec.decode(old, HOST, now=NOW) is None
+    assert codec.cached == 0
 
 
 @pytest.mark.parametrize("value", ["", "junk", "é", "A" * 65536, "AQ" + "A" * 60])
 def test_garbage_cookie_is_no_session(value: str) -> None:
-    codec = SessionCodec(MASTER)
+    codec = ReferenceCodec(MASTER)
     assert codec.decode(value, HOST, now=NOW) is None
     assert codec.cached == 0
 
 
 def test_tampered_cookie_is_no_session() -> None:
-    codec = SessionCodec(MASTER)
-    cookie = codec.encode(make_session(), HOST)
+    codec = ReferenceCodec(MASTER)
+    cookie = codec.encode(make_ref(), HOST)
     middle = len(cookie) // 2
     flipped = "A" if cookie[middle] != "A" else "B"
     assert codec.decode(cookie[:middle] + flipped + cookie[middle + 1 :], HOST, now=NOW) is None
     assert codec.decode(cookie[:-5], HOST, now=NOW) is None
+    for index in range(len(cookie) - 1):  # every character but the last (spare bits)
+        changed = "A" if cookie[index] != "A" else "B"
+        tampered = cookie[:index] + changed + cookie[index + 1 :]
+        assert codec.decode(tampered, HOST, now=NOW) is None, index
 
 
 @pytest.mark.parametrize(
     "payload",
     [
         {},
-        {"sid": "s", "iat": NOW, "exp": NOW + 60},  # no user
-        {"sid": "", "iat": NOW, "exp": NOW + 60, "user": "u"},
-        {"sid": 5, "iat": NOW, "exp": NOW + 60, "user": "u"},
-        {"sid": "s", "iat": "now", "exp": NOW + 60, "user": "u"},
-        {"sid": "s", "iat": NOW, "exp": None, "user": "u"},
-        {"sid": "s", "iat": NOW, "exp": NOW + 60, "user": "u", "claims": []},
+        {"sid": "s", "iat": NOW},  # no exp
+        {"sid": "s", "exp": NOW + 60},  # no iat
+        {"iat": NOW, "exp": NOW + 60},  # no sid
+        {"sid": "", "iat": NOW, "exp": NOW + 60},
+        {"sid": 5, "iat": NOW, "exp": NOW + 60},
+        {"sid": ["s"], "iat": NOW, "exp": NOW + 60},
+        {"sid": "s", "iat": "now", "exp": NOW + 60},
+        {"sid": "s", "iat": NOW, "exp": None},
+        {"sid": "s", "iat": NOW, "exp": NOW + 60.5},
+        {"sid": "s", "iat": True, "exp": NOW + 60},
     ],
 )
-def test_malformed_session_payload_is_no_session(payload: dict[str, object]) -> None:
-    assert Session.from_payload(payload) is None
-    codec = SessionCodec(MASTER)
-    cookie = SealedBox(MASTER, "authgate session v1").seal(payload, HOST)
+def test_malformed_reference_is_no_session(payload: dict[str, object]) -> None:
+    assert SessionRef.from_wire(payload) is None
+    codec = ReferenceCodec(MASTER)
+    cookie = SealedBox(MASTER, PURPOSE).seal(payload, HOST)
     assert codec.decode(cookie, HOST, now=NOW) is None
+    assert codec.cached == 0
 
 
 def test_decode_cache_is_bounded() -> None:
-    codec = SessionCodec(MASTER, cache_size=100)
-    cookies = [codec.encode(make_session(), HOST) for _ in range(1000)]
+    codec = ReferenceCodec(MASTER, cache_size=100)
+    cookies = [codec.encode(make_ref(), HOST) for _ in range(1000)]
     assert len(set(cookies)) == 1000
     for cookie in cookies:
         assert codec.decode(cookie, HOST, now=NOW) is not None
@@ -312,9 +351,9 @@ def test_decode_cache_is_bounded() -> None:
     assert codec.cached <= 100
 
 
-def test_cached_session_is_still_host_bound() -> None:
-    codec = SessionCodec(MASTER)
-    cookie = codec.encode(make_session(), "a.test")
+def test_cached_reference_is_still_host_bound() -> None:
+    codec = ReferenceCodec(MASTER)
+    cookie = codec.encode(make_ref(), "a.test")
     assert codec.decode(cookie, "a.test", now=NOW) is not None
     assert codec.decode(cookie, "b.test", now=NOW) is None
 

@@ -1,33 +1,64 @@
-"""Per-worker state: single-use token memory is bounded and forgets expired ids."""
+"""Per-worker state: where the embedded session store lives, and that the workers of one run
+share it (single use of hand-offs and OAuth state is the store's `first_use`, tested in
+tests/integration/test_session_store.py)."""
 
+import base64
+import os
 import time
+from pathlib import Path
 
-from authgate.authz.state import SeenTokens
+import pytest
 
-
-def test_seen_tokens_refuses_a_replay() -> None:
-    seen = SeenTokens(limit=10)
-    assert seen.first_use("a", time.time() + 60)
-    assert not seen.first_use("a", time.time() + 60)
-
-
-def test_seen_tokens_is_bounded() -> None:
-    seen = SeenTokens(limit=100)
-    for i in range(5000):
-        seen.first_use(f"id-{i}", time.time() + 60)
-    assert len(seen) <= 100
+from authgate.authz.state import AuthzState, default_state_dir
+from authgate.config import build_runtime, settings_from_mapping
+from authgate.config.runtime import RuntimeConfig
+from authgate.session.store import SqliteStore
 
 
-def test_seen_tokens_forgets_expired_ids() -> None:
-    seen = SeenTokens(limit=100)
-    seen.first_use("old", time.time() - 1)
-    seen.first_use("new", time.time() + 60)
-    assert len(seen) == 1
+def _cfg() -> RuntimeConfig:
+    raw = {
+        "address": "127.0.0.1:8080",
+        "insecure_server": True,
+        "authenticate_service_url": "http://authenticate.test:8080",
+        "idp_provider_url": "http://127.0.0.1:9",
+        "idp_client_id": "authgate",
+        "idp_client_secret": "secret",
+        "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
+        "routes": [
+            {
+                "from": "http://app.test:8080",
+                "to": "http://127.0.0.1:9",
+                "allow_public_unauthenticated_access": True,
+            }
+        ],
+    }
+    return build_runtime(settings_from_mapping(raw, environ={}), warn=False)
 
 
-def test_seen_tokens_shared_by_workers_through_a_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    worker_a = SeenTokens(directory=tmp_path)
-    worker_b = SeenTokens(directory=tmp_path)
-    assert worker_a.first_use("handoff-1", time.time() + 60)
-    assert not worker_b.first_use("handoff-1", time.time() + 60)
-    assert worker_b.first_use("handoff-2", time.time() + 60)
+def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    assert default_state_dir() == tmp_path / "a"  # systemd's first StateDirectory
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "authgate"
+
+
+async def test_workers_of_one_run_share_the_store_through_the_shared_dir(
+    tmp_path: Path,
+) -> None:
+    """What the old per-directory `SeenTokens` promised: a token used at one worker is refused
+    at every other, and a session started at one is known at the other."""
+    cfg = _cfg()
+    worker_a = AuthzState.build(cfg, shared_dir=tmp_path)
+    worker_b = AuthzState.build(cfg, shared_dir=tmp_path)
+    try:
+        store = worker_a.sessions.store
+        assert isinstance(store, SqliteStore) and store.path == tmp_path / "sessions.db"
+        expires = time.time() + 60
+        assert await worker_a.sessions.store.first_use("handoff:1", expires)
+        assert not await worker_b.sessions.store.first_use("handoff:1", expires)
+        assert await worker_b.sessions.store.first_use("handoff:2", expires)
+        assert (tmp_path / "sessions.db").exists()
+    finally:
+        await worker_a.sessions.aclose()
+        await worker_b.sessions.aclose()

@@ -16,13 +16,14 @@ from authgate.config import RouteRuntime
 from authgate.contract import ROUTE_CALLBACK_PATH
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
+from authgate.session.reference import SessionRef
 
 
 def hand_off(state: AuthzState, request: SignInRequest, session: Session) -> Respond:
     route = state.cfg.hosts[request.route_netloc]
     sealed = state.handoff_box.seal(
         HandOff(
-            session=session.to_payload(),
+            session=SessionRef(session.sid, session.issued_at, session.expires_at).to_wire(),
             target=request.target,
             nonce=request.nonce,
             token_id=secrets.token_urlsafe(16),
@@ -42,32 +43,41 @@ def _bad_handoff(state: AuthzState, route: RouteRuntime) -> Respond:
     )
 
 
-def _redeem(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> tuple[Session, str]:
+async def _redeem(
+    state: AuthzState, route: RouteRuntime, ctx: RequestContext
+) -> tuple[Session, str]:
     opened = state.handoff_box.open(ctx.param("handoff"), bound_to=route.netloc)
     handoff = opened.value
     # Spent on its first presentation, whatever follows: a hand-off shown by the wrong browser
-    # (an attacker's sign-in link opened by a victim) is dead for everyone.
-    if not state.seen_handoffs.first_use(handoff.token_id, opened.expires_at):
+    # (an attacker's sign-in link opened by a victim) is dead for everyone. Across workers and
+    # replicas: the session store remembers it.
+    token = f"handoff:{handoff.token_id}"
+    if not await state.sessions.store.first_use(token, opened.expires_at):
         raise InvalidToken("already used")
     nonce = first_cookie(ctx.cookies, state.login_cookie)
     if not nonce or not same_text(handoff.nonce, nonce):
         raise InvalidToken("another browser's hand-off")
-    session = Session.from_payload(handoff.session)
+    ref = SessionRef.from_wire(handoff.session)
+    session = (
+        await state.sessions.load(ref) if ref is not None and ref.valid(time.time()) else None
+    )
     target = safe_redirect(handoff.target, route.origin)
-    if session is None or not session.valid(time.time()) or target is None:
+    if session is None or target is None:
         raise InvalidToken("no session to hand off")
     return session, target
 
 
-def accept_hand_off(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+async def accept_hand_off(
+    state: AuthzState, route: RouteRuntime, ctx: RequestContext
+) -> Respond:
     """The route host's callback: set this host's session cookie and go to the first URL."""
     try:
-        session, target = _redeem(state, route, ctx)
+        session, target = await _redeem(state, route, ctx)
     except InvalidToken:
         return _bad_handoff(state, route)
     cookie = set_cookie(
         state.session_cookie,
-        state.sessions.encode(session, route.netloc),
+        state.sessions.cookie_value(session, route.netloc),
         max_age=max(0, session.expires_at - int(time.time())),
         secure=state.secure,
     )

@@ -24,7 +24,7 @@ from authgate.authz.redirects import safe_redirect
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import SIGN_IN_PATH
-from authgate.oidc import IdpError, TokenRejected
+from authgate.oidc import GrantRevoked, IdpError, TokenRejected
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
@@ -61,8 +61,8 @@ def open_sign_in(state: AuthzState, sealed: str | None) -> SignInRequest:
     return SignInRequest(target=target, nonce=request.nonce, route_netloc=route.netloc)
 
 
-def authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:
-    return session_from_cookies(state, ctx, state.cfg.authenticate_netloc)
+async def authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:
+    return await session_from_cookies(state, ctx, state.cfg.authenticate_netloc)
 
 
 async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
@@ -74,7 +74,7 @@ async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
             "This sign-in link is invalid or expired. Open the application again to sign in.",
             retry=_start_over(state, stale),
         ) from None
-    session = authn_session(state, ctx)
+    session = await authn_session(state, ctx)
     if session is not None:
         return hand_off(state, request, session)
     try:
@@ -96,10 +96,11 @@ async def sign_in(state: AuthzState, ctx: RequestContext) -> Respond:
     return pages.redirect(login.url, cookies=(cookie,))
 
 
-def _login_state(state: AuthzState, ctx: RequestContext) -> LoginState:
+async def _login_state(state: AuthzState, ctx: RequestContext) -> LoginState:
     raw = first_cookie(ctx.cookies, state.authn_login_cookie)
     try:
-        login = state.login_box.open(raw, bound_to=state.cfg.authenticate_netloc).value
+        opened = state.login_box.open(raw, bound_to=state.cfg.authenticate_netloc)
+        login: LoginState | None = opened.value
     except InvalidToken:
         login = None
     got_state = ctx.param("state") or ""
@@ -110,6 +111,9 @@ def _login_state(state: AuthzState, ctx: RequestContext) -> LoginState:
             "Open the application again.",
             retry=_start_over(state, stale.request if stale else None),
         )
+    # One use per login, across workers and replicas: a replayed callback is refused.
+    if not await state.sessions.store.first_use(f"oauth-state:{login.state}", opened.expires_at):
+        raise InvalidToken("This sign-in attempt was already used. Open the application again.")
     return login
 
 
@@ -137,7 +141,7 @@ def error_page(ctx: RequestContext, error: LoginError) -> Respond:
 
 
 async def _complete_login(state: AuthzState, ctx: RequestContext) -> Respond:
-    login = _login_state(state, ctx)
+    login = await _login_state(state, ctx)
     try:
         return await _exchange(state, ctx, login)
     except LoginError as error:
@@ -153,15 +157,15 @@ async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -
     if not code:
         raise LoginError("The identity provider sent no authorization code.")
     try:
-        claims = await state.oidc.complete_login(code, login.code_verifier, login.nonce)
+        result = await state.oidc.complete_login(code, login.code_verifier, login.nonce)
     except IdpError as exc:
         raise IdpUnavailable(f"The identity provider is unavailable: {exc}") from None
-    except TokenRejected as exc:
+    except (TokenRejected, GrantRevoked) as exc:
         raise IdTokenRejected(f"The identity provider's answer was rejected: {exc}") from None
-    session = Session.from_claims(claims, state.session_lifetime_s)
+    session = await state.sessions.start(result.claims, result.tokens, state.session_lifetime_s)
     authn_cookie = set_cookie(
         state.session_cookie,
-        state.sessions.encode(session, state.cfg.authenticate_netloc),
+        state.sessions.cookie_value(session, state.cfg.authenticate_netloc),
         max_age=state.session_lifetime_s,
         secure=state.secure,
     )

@@ -48,7 +48,7 @@ def _csrf_ok(state: AuthzState, route: RouteRuntime, ctx: RequestContext, sid: s
 
 async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     """GET shows a confirmation form; only a same-origin POST with its token signs out."""
-    session = current_session(state, route, ctx)
+    session = await current_session(state, route, ctx)
     sid = session.sid if session else "-"
     rd = safe_redirect(ctx.param("pomerium_redirect_uri"), route.origin) or f"{route.origin}/"
     if ctx.method != "POST":
@@ -69,6 +69,9 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
         )
     if not _csrf_ok(state, route, ctx, sid):
         raise SignOutRefused(NOT_FROM_HERE)
+    if session is not None:
+        # Ends the session everywhere: every host's cookie, every copy, every worker.
+        await state.sessions.revoke(session.sid)
     # `sid` lets the authenticate host tell this browser's sign-out from another's link.
     request = state.signout_box.seal(
         SignOutRequest(redirect=rd, session_id=sid), bound_to=state.cfg.authenticate_netloc
@@ -110,7 +113,7 @@ async def _confirm(state: AuthzState, sealed_request: str, rd: str) -> Respond:
 
 async def _sign_out_here(state: AuthzState, ctx: RequestContext) -> Respond:
     """Sign-out opened on the authenticate host itself: ask, then sign this browser out."""
-    session = authn_session(state, ctx)
+    session = await authn_session(state, ctx)
     if session is None:
         return _signed_out_page()
     request = SignOutRequest(redirect="", session_id=session.sid)
@@ -138,9 +141,14 @@ async def sign_out(state: AuthzState, ctx: RequestContext) -> Respond:
         if not _same_origin(ctx, state.cfg.authenticate_origin):
             raise SignOutRefused(NOT_FROM_HERE)
     else:
-        session = authn_session(state, ctx)
+        session = await authn_session(state, ctx)
         if session is not None and not same_text(request.session_id, session.sid):
             return await _confirm(state, sealed, request.redirect)
+    # The session the request names, and this browser's (the same one, unless confirmed).
+    await state.sessions.revoke(request.session_id)
+    here = await authn_session(state, ctx)
+    if here is not None:
+        await state.sessions.revoke(here.sid)
     clear = clear_cookie(state.session_cookie, secure=state.secure)
     back = state.signed_out_box.seal(
         SignedOutState(redirect=request.redirect), bound_to=_signed_out_binding(state)

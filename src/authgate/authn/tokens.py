@@ -81,7 +81,7 @@ class LoginState:
 class HandOff:
     """Authenticate host -> route host: the session, for the browser holding `nonce`."""
 
-    session: dict[str, Any]  # Session.to_payload()
+    session: dict[str, Any]  # SessionRef.to_wire(): the session in the store
     target: str
     nonce: str
     token_id: str  # single use

@@ -29,6 +29,7 @@ from authgate.session.cookies import (
     has_any,
     without_cookies,
 )
+from authgate.session.store import StoreUnavailable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -77,7 +78,7 @@ def forward(
     # The same request gets the same answer until the session ends or the assertion is
     # re-signed. A session cookie that is no session now is not cached (it may be one later).
     if session is not None:
-        until = float(session.expires_at)
+        until = min(float(session.expires_at), state.sessions.keep_until(session.sid))
     elif first_cookie(ctx.cookies, state.session_cookie) is None:
         until = math.inf
     else:
@@ -111,7 +112,12 @@ def forward(
         remove.append("cookie")  # nothing but authgate's cookies
     if not ctx.generated_envoy:  # the generated Envoy removes these itself
         remove += [name for name in UNTRUSTED_FORWARDING_HEADERS if name in ctx.headers]
-    return Allow(set_headers=tuple(set_headers), remove_headers=tuple(remove), until=until)
+    return Allow(
+        set_headers=tuple(set_headers),
+        remove_headers=tuple(remove),
+        until=until,
+        session_id=session.sid if session is not None else "",
+    )
 
 
 def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
@@ -122,8 +128,15 @@ def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -
     )
 
 
-def check_route(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Decision:
-    session = current_session(state, route, ctx)
+async def check_route(
+    state: AuthzState, route: RouteRuntime, ctx: RequestContext
+) -> Decision:
+    try:
+        session = await current_session(state, route, ctx)
+    except StoreUnavailable:
+        if not route.public:
+            raise
+        session = None  # a public route goes on without the identity, never with a stale one
     inp = PolicyInput(
         identity=session.identity if session else None,
         method=ctx.method,

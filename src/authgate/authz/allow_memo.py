@@ -79,7 +79,9 @@ class AllowMemo:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._plans = plans
-        self._entries: OrderedDict[Key, tuple[bytes, float, int]] = OrderedDict()
+        self._entries: OrderedDict[Key, tuple[bytes, float, int, str]] = OrderedDict()
+        # A session that changes (refreshed, revoked) takes its answers with it.
+        self._by_session: dict[str, set[Key]] = {}
 
     @classmethod
     def for_config(
@@ -132,21 +134,42 @@ class AllowMemo:
         if time.time() < entry[1]:
             self._entries.move_to_end(key)
             return entry[0]
-        del self._entries[key]
-        self.bytes -= entry[2]
+        self._drop(key)
         return None
 
-    def put(self, key: Key, answer: bytes, until: float) -> None:
+    def put(self, key: Key, answer: bytes, until: float, session_id: str = "") -> None:
         size = weight(key, answer)
         if until <= time.time() or size > min(MAX_ENTRY_BYTES, self.max_bytes):
             return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old[2]
-        self._entries[key] = (answer, until, size)
+        self._drop(key)
+        self._entries[key] = (answer, until, size, session_id)
         self.bytes += size
+        if session_id:
+            self._by_session.setdefault(session_id, set()).add(key)
         while len(self._entries) > self.limit or self.bytes > self.max_bytes:
-            self.bytes -= self._entries.popitem(last=False)[1][2]
+            self._drop(next(iter(self._entries)))
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop every answer built from this session; "" drops everything."""
+        if not session_id:
+            self._entries.clear()
+            self._by_session.clear()
+            self.bytes = 0
+            return
+        for key in self._by_session.pop(session_id, ()):
+            self._drop(key)
+
+    def _drop(self, key: Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self.bytes -= entry[2]
+        if entry[3]:
+            keys = self._by_session.get(entry[3])
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_session[entry[3]]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -16,9 +16,9 @@ from authgate.routing import select
 from authgate.session import Session
 
 
-def home(state: AuthzState, ctx: RequestContext) -> Respond:
+async def home(state: AuthzState, ctx: RequestContext) -> Respond:
     """Strangers learn nothing here; a signed-in user sees the applications they may open."""
-    session = authn_session(state, ctx)
+    session = await authn_session(state, ctx)
     if session is None:
         return pages.html_page(
             200, "authgate", "<p>Open an application to sign in.</p>"
@@ -65,6 +65,6 @@ async def handle_authenticate(state: AuthzState, ctx: RequestContext) -> Respond
         case Endpoint.WELL_KNOWN:
             return well_known(state, state.cfg.authenticate_origin)
         case Endpoint.HOME:
-            return home(state, ctx)
+            return await home(state, ctx)
         case _:
             return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

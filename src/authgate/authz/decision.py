@@ -12,6 +12,7 @@ class Allow:
     # Until when the same request would get this same answer (the session's end, the assertion's
     # re-signing); 0: never reuse it.
     until: float = 0.0
+    session_id: str = ""  # the session this answer was built from (a change ends its reuse)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,8 @@ def explain_claims(session: Session) -> dict[str, object]:
     }
 
 
-def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
-    session = current_session(state, route, ctx)
+async def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
+    session = await current_session(state, route, ctx)
     if session is None:
         return start_login(state, route, ctx)
     ident = session.identity
@@ -96,10 +96,10 @@ async def handle_internal(
         case Endpoint.WELL_KNOWN:
             return well_known(state, route.origin)
         case Endpoint.ROUTE_CALLBACK:
-            return accept_hand_off(state, route, ctx)
+            return await accept_hand_off(state, route, ctx)
         case Endpoint.ROUTE_SIGN_OUT:
             return await route_sign_out(state, route, ctx)
         case Endpoint.USER_INFO:
-            return user_info(state, route, ctx)
+            return await user_info(state, route, ctx)
         case _:
             return pages.error(ctx, 404, "Not found", "No such authgate endpoint.", "not_found")

@@ -17,6 +17,7 @@ from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import RuntimeConfig
 from authgate.logs import configure_logging
+from authgate.session.store import StoreUnavailable
 
 log = structlog.get_logger("authgate.authz")
 
@@ -30,12 +31,14 @@ class AuthorizationServicer:
     def __init__(self, state: AuthzState) -> None:
         self.state = state
         self.memo = state.allow_memo
+        self.sessions = state.sessions
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         try:
-            key = self.memo.key(request.attributes)
+            # Kept answers only while this worker hears of every session change in time.
+            key = self.memo.key(request.attributes) if self.sessions.fresh() else None
             if key is not None:
                 answer = self.memo.get(key)
                 if answer is not None:
@@ -43,7 +46,7 @@ class AuthorizationServicer:
             decision = await decide(self.state, request_context(request))
             serialized: bytes = to_check_response(decision).SerializeToString()
             if key is not None and isinstance(decision, Allow):
-                self.memo.put(key, serialized, decision.until)
+                self.memo.put(key, serialized, decision.until, decision.session_id)
             return serialized
         except Exception:
             # Fail closed: Envoy turns a gRPC error into 503 (status_on_error), never an allow.
@@ -77,6 +80,11 @@ async def serve(
 ) -> None:
     """Serve Check on `listen` (unix:/path.sock or host:port) until SIGTERM/SIGINT."""
     state = state or AuthzState.build(cfg, shared_dir=shared_dir)
+    try:
+        await state.sessions.poll()  # fresh from the first Check
+    except StoreUnavailable as exc:
+        log.error("session_store_unavailable", error=str(exc))
+    feed = asyncio.create_task(state.sessions.run_feed())
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     add_servicer(server, AuthorizationServicer(state))
     address = _grpc_address(listen)
@@ -94,6 +102,8 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=1.0)
+    feed.cancel()
+    await state.sessions.aclose()
     await state.oidc.aclose()
 
 

@@ -3,6 +3,8 @@
 from collections.abc import Iterable
 from dataclasses import replace
 
+import structlog
+
 from authgate._pb.envoy.config.core.v3 import base_pb2
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from authgate.authn import LoginError
@@ -16,6 +18,9 @@ from authgate.authz.route_endpoints import handle_internal
 from authgate.authz.state import AuthzState
 from authgate.contract import AUTHENTICATE_ROUTE_ID, EXT_KIND, EXT_ROUTE_ID, RouteKind
 from authgate.routing import not_normalized, select
+from authgate.session.store import StoreUnavailable
+
+log = structlog.get_logger("authgate.authz")
 
 
 def _raw_headers(
@@ -83,6 +88,15 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
         return await _decide(state, ctx)
     except LoginError as error:
         return error_page(ctx, error)
+    except StoreUnavailable as exc:
+        log.error("session_store_unavailable", error=str(exc), host=ctx.host)
+        return pages.error(
+            ctx,
+            503,
+            "Sessions unavailable",
+            "authgate cannot reach its session store right now; try again in a moment.",
+            "session_store_unavailable",
+        )
 
 
 async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
@@ -104,7 +118,7 @@ async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
             "unknown_route",
         )
     if ctx.kind == RouteKind.ROUTE:
-        return check_route(state, route, ctx)
+        return await check_route(state, route, ctx)
     if ctx.kind == RouteKind.INTERNAL:
         return await handle_internal(state, route, ctx)
     return pages.error(

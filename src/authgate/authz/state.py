@@ -1,11 +1,6 @@
 """Everything a worker builds once at start and shares across Check calls."""
 
-import contextlib
-import hashlib
 import os
-import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,8 +19,10 @@ from authgate.authn.tokens import (
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
-from authgate.oidc import OidcClient
-from authgate.session import SessionCodec
+from authgate.oidc import GrantRevoked, OidcClient
+from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
+from authgate.session.record import IdpTokens
+from authgate.session.store import SessionStore, open_store
 
 HANDOFF_TTL_S = 60
 LOGIN_TTL_S = 600
@@ -33,57 +30,45 @@ SIGNOUT_TTL_S = 120
 CSRF_TTL_S = 3600
 
 
-class SeenTokens:
-    """Remembers single-use token ids until they expire (bounded).
+def default_state_dir() -> Path:
+    """Where the embedded session store lives when nothing else says: systemd's
+    StateDirectory, else the XDG state directory."""
+    env = os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "authgate"
 
-    With a `directory` shared by the workers of one `authgate run`, a token used at one worker
-    is refused at every other (an O_EXCL file per token id); otherwise memory of this process.
-    """
 
-    def __init__(self, limit: int = 100_000, directory: Path | None = None) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._limit = limit
-        self._dir = directory
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+def session_store_for(
+    cfg: RuntimeConfig, state_dir: Path | None, timeout_s: float = 0.5
+) -> SessionStore:
+    """The store the config names. A Check waits for it at most `timeout_s` (well inside
+    Envoy's 3 s ext_authz timeout); an admin command may wait longer."""
+    settings = cfg.settings
+    return open_store(
+        settings.databroker_storage_type,
+        settings.databroker_storage_connection_string,
+        state_dir or default_state_dir(),
+        timeout_s=timeout_s,
+    )
 
-    def first_use(self, token_id: str, expires_at: float) -> bool:
-        now = time.time()
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        if token_id in self._seen:
-            return False
-        if self._dir is not None and not self._claim_file(token_id, expires_at, now):
-            return False
-        self._seen[token_id] = expires_at
-        if len(self._seen) > self._limit:
-            self._seen.popitem(last=False)
-        return True
 
-    def _claim_file(self, token_id: str, expires_at: float, now: float) -> bool:
-        assert self._dir is not None
-        name = hashlib.sha256(token_id.encode()).hexdigest()[:32]
+def refresher_for(oidc: OidcClient) -> Refresher:
+    async def refresh(tokens: IdpTokens) -> Refreshed | None:
         try:
-            fd = os.open(self._dir / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return False
-        os.close(fd)
-        os.utime(self._dir / name, (expires_at, expires_at))
-        if secrets.randbelow(64) == 0:  # now and then, forget what has expired
-            for entry in os.scandir(self._dir):
-                with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < now:
-                        os.unlink(entry.path)
-        return True
+            result = await oidc.refresh(tokens)
+        except GrantRevoked as exc:
+            raise AccountGone(str(exc)) from None
+        return Refreshed(*result) if result is not None else None
 
-    def __len__(self) -> int:
-        return len(self._seen)
+    return refresh
 
 
 @dataclass
 class AuthzState:
     cfg: RuntimeConfig
-    sessions: SessionCodec
+    sessions: SessionManager
     signer: AssertionSigner
     legacy_signer: AssertionSigner  # `iss: pomerium-proxy`, for legacy_assertion routes
     oidc: OidcClient
@@ -94,7 +79,6 @@ class AuthzState:
     signed_out_box: TokenBox[SignedOutState]  # through the IdP's logout and back
     csrf_box: TokenBox[CsrfToken]  # a route host's sign-out form
     allow_memo: AllowMemo
-    seen_handoffs: SeenTokens = field(default_factory=SeenTokens)
     # Policies with date/time criteria read this; tests inject a fixed clock.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -122,23 +106,36 @@ class AuthzState:
         cfg: RuntimeConfig,
         clock: Callable[[], datetime] | None = None,
         shared_dir: Path | None = None,
+        store: SessionStore | None = None,
     ) -> "AuthzState":
+        """`shared_dir`: the directory the workers of one run share (the embedded session
+        store goes there unless the config names a place)."""
         key = cfg.cookie_key
+        settings = cfg.settings
+        oidc = OidcClient(
+            provider_url=settings.idp_provider_url,
+            client_id=settings.idp_client_id,
+            client_secret=cfg.client_secret,
+            redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
+            scopes=list(settings.idp_scopes),
+        )
+        memo = AllowMemo.for_config(cfg)
+        sessions = SessionManager(
+            key,
+            store or session_store_for(cfg, shared_dir),
+            refresh_interval_s=settings.session_refresh_interval.total_seconds(),
+            idle_timeout_s=settings.session_idle_timeout.total_seconds(),
+            refresher=refresher_for(oidc),
+            on_change=memo.forget_session,
+        )
         return cls(
-            seen_handoffs=SeenTokens(directory=shared_dir / "handoffs" if shared_dir else None),
             clock=clock or (lambda: datetime.now(UTC)),
             cfg=cfg,
-            allow_memo=AllowMemo.for_config(cfg),
-            sessions=SessionCodec(key),
+            allow_memo=memo,
+            sessions=sessions,
             signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
             legacy_signer=AssertionSigner(cfg.signing_key, LEGACY_ISSUER),
-            oidc=OidcClient(
-                provider_url=cfg.settings.idp_provider_url,
-                client_id=cfg.settings.idp_client_id,
-                client_secret=cfg.client_secret,
-                redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
-                scopes=list(cfg.settings.idp_scopes),
-            ),
+            oidc=oidc,
             sign_in_box=TokenBox(key, "authgate sign-in request v1", SignInRequest, LOGIN_TTL_S),
             login_box=TokenBox(key, "authgate login state v1", LoginState, LOGIN_TTL_S),
             handoff_box=TokenBox(key, "authgate hand-off v1", HandOff, HANDOFF_TTL_S),

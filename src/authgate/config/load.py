@@ -17,6 +17,7 @@ SECRET_FILE_KEYS = {
     "cookie_secret_file": "cookie_secret",
     "signing_key_file": "signing_key",
     "idp_client_secret_file": "idp_client_secret",
+    "databroker_storage_connection_string_file": "databroker_storage_connection_string",
 }
 
 

@@ -555,7 +555,16 @@ class Settings(BaseModel):
     cookie_secret: str | None = Field(default=None, repr=False)
     cookie_secret_file: str | None = None
     cookie_name: str = Field(default="_pomerium", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    cookie_expire: Duration = timedelta(hours=14)
+    cookie_expire: Duration = timedelta(hours=14)  # a session's absolute lifetime
+    # Where sessions live (Pomerium's keys): "memory"/"file" = the embedded store (SQLite,
+    # shared by the workers of one `authgate run`), "redis" for replicas.
+    databroker_storage_type: Literal["memory", "file", "redis"] = "file"
+    databroker_storage_connection_string: str | None = Field(default=None, repr=False)
+    databroker_storage_connection_string_file: str | None = None
+    # authgate's keys: claims are refreshed from the IdP this often; a session unused this
+    # long ends (0: never).
+    session_refresh_interval: Duration = timedelta(minutes=5)
+    session_idle_timeout: Duration = timedelta(0)
     jwt_issuer_format: Literal["host", "hostOnly", "uri"] = "host"
     routes: list[Route] = Field(default_factory=list)
 
@@ -616,6 +625,15 @@ class Settings(BaseModel):
             )
         if "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
+        if self.databroker_storage_type == "redis":
+            url = self.databroker_storage_connection_string or ""
+            if urlsplit(url).scheme not in ("redis", "rediss"):
+                raise ValueError(
+                    "databroker_storage_connection_string: with databroker_storage_type redis, "
+                    "give redis://[:password@]host:port[/db] (or rediss:// for TLS)"
+                )
+        if self.session_refresh_interval.total_seconds() < 1:
+            raise ValueError("session_refresh_interval must be at least 1s")
         seen: dict[tuple[str, str, str], int] = {}
         for index, route in enumerate(self.routes):
             key = (route.from_netloc, *route.match_key)

@@ -1,5 +1,12 @@
 """The identity provider client (OpenID Connect relying party)."""
 
-from authgate.oidc.client import IdpError, LoginRequest, OidcClient, TokenRejected
+from authgate.oidc.client import (
+    GrantRevoked,
+    IdpError,
+    LoginRequest,
+    LoginResult,
+    OidcClient,
+    TokenRejected,
+)
 
-__all__ = ["IdpError", "LoginRequest", "OidcClient", "TokenRejected"]
+__all__ = ["GrantRevoked", "IdpError", "LoginRequest", "LoginResult", "OidcClient", "TokenRejected"]

@@ -16,6 +16,7 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
+from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
 # authlib 1.9 nags about a future "httpx2" package at import; httpx is what it supports today.
@@ -47,6 +48,16 @@ class IdpError(Exception):
 
 class TokenRejected(Exception):
     """The IdP's response did not pass verification (signature, iss, aud, exp, nonce, ...)."""
+
+
+class GrantRevoked(Exception):
+    """The IdP says the grant behind a session is gone (invalid_grant, a refused token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    claims: dict[str, Any]
+    tokens: IdpTokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +192,8 @@ class OidcClient:
                 return candidates[0]
         raise TokenRejected("ID token signed with an unknown key")
 
-    async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+    async def verify_id_token(self, id_token: str, nonce: str | None) -> dict[str, Any]:
+        """Verify an ID token; `nonce` None for a refresh grant's (which carries none)."""
         meta = await self.metadata()
         key = await self._key_for(id_token)
         try:
@@ -196,24 +208,21 @@ class OidcClient:
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"ID token rejected: {exc}") from None
-        if not same_text(str(claims.get("nonce", "")), nonce):
+        if nonce is not None and not same_text(str(claims.get("nonce", "")), nonce):
             raise TokenRejected("ID token nonce does not match this login")
         aud = claims.get("aud")
         if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
             raise TokenRejected("ID token has several audiences and azp is not this client")
         return claims
 
-    async def complete_login(self, code: str, code_verifier: str, nonce: str) -> dict[str, Any]:
+    async def complete_login(self, code: str, code_verifier: str, nonce: str) -> LoginResult:
         try:
             async with asyncio.timeout(IDP_BUDGET_S):
                 return await self._complete_login(code, code_verifier, nonce)
         except TimeoutError:
             raise IdpError("the identity provider did not answer in time") from None
 
-    async def _complete_login(
-        self, code: str, code_verifier: str, nonce: str
-    ) -> dict[str, Any]:
-        """Exchange the code, verify the ID token, and merge userinfo claims."""
+    async def _token_request(self, **params: str) -> dict[str, Any]:
         meta = await self.metadata()
         oauth = AsyncOAuth2Client(
             client_id=self.client_id,
@@ -223,31 +232,97 @@ class OidcClient:
             timeout=HTTP_TIMEOUT_S,
         )
         try:
-            token = await oauth.fetch_token(
-                meta.token_endpoint,
-                grant_type="authorization_code",
-                code=code,
-                code_verifier=code_verifier,
-            )
+            token: dict[str, Any] = await oauth.fetch_token(meta.token_endpoint, **params)
         except httpx.HTTPError as exc:
             raise IdpError(f"token request failed: {exc!s}") from None
         except Exception as exc:  # authlib raises OAuthError and friends for IdP error bodies
+            if getattr(exc, "error", None) == "invalid_grant":
+                raise GrantRevoked(f"the identity provider refused the grant: {exc!s}") from None
             raise TokenRejected(f"token request refused: {exc!s}") from None
         finally:
             await oauth.aclose()
+        return token
+
+    @staticmethod
+    def _tokens(token: dict[str, Any], previous: IdpTokens | None = None) -> IdpTokens:
+        expires_in = token.get("expires_in")
+        kept = previous.refresh_token if previous else ""  # IdPs that do not rotate it
+        return IdpTokens(
+            access_token=str(token.get("access_token") or ""),
+            refresh_token=str(token.get("refresh_token") or kept),
+            access_expires_at=(
+                time.time() + float(expires_in) if isinstance(expires_in, int | float) else 0.0
+            ),
+        )
+
+    async def _with_userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:
+        meta = await self.metadata()
+        if not meta.userinfo_endpoint or not access_token:
+            return claims
+        info = await self.userinfo(access_token)
+        if info.get("sub") == claims["sub"]:
+            # ID-token claims win; userinfo fills in what the ID token left out.
+            claims = {**info, **{k: v for k, v in claims.items() if v is not None}}
+        return claims
+
+    async def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The userinfo endpoint's claims; GrantRevoked when it refuses the token."""
+        meta = await self.metadata()
+        if not meta.userinfo_endpoint:
+            raise IdpError("the identity provider has no userinfo endpoint")
+        try:
+            response = await self._http.get(
+                meta.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise IdpError(f"cannot reach the identity provider's userinfo: {exc!s}") from None
+        if response.status_code == 401:
+            raise GrantRevoked("the identity provider no longer accepts the access token")
+        if response.status_code != 200:
+            raise IdpError(f"identity provider answered {response.status_code} for userinfo")
+        try:
+            data = response.json()
+        except ValueError:
+            raise IdpError("identity provider sent invalid JSON from userinfo") from None
+        if not isinstance(data, dict):
+            raise IdpError("identity provider sent unexpected JSON from userinfo")
+        return data
+
+    async def _complete_login(self, code: str, code_verifier: str, nonce: str) -> LoginResult:
+        """Exchange the code, verify the ID token, and merge userinfo claims."""
+        token = await self._token_request(
+            grant_type="authorization_code", code=code, code_verifier=code_verifier
+        )
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise TokenRejected("token response has no id_token (is `openid` in idp_scopes?)")
         claims = await self.verify_id_token(id_token, nonce)
-        access_token = token.get("access_token")
-        if meta.userinfo_endpoint and isinstance(access_token, str):
-            info = await self._get_json(
-                meta.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
-            )
-            if info.get("sub") == claims["sub"]:
-                # ID-token claims win; userinfo fills in what the ID token left out.
-                claims = {**info, **{k: v for k, v in claims.items() if v is not None}}
-        return claims
+        tokens = self._tokens(token)
+        return LoginResult(await self._with_userinfo(claims, tokens.access_token), tokens)
+
+    async def refresh(self, tokens: IdpTokens) -> tuple[dict[str, Any], IdpTokens] | None:
+        """A signed-in user's current claims: the refresh-token grant (its ID token verified,
+        no nonce), then userinfo; userinfo alone with a live access token; None when there is
+        nothing to refresh with. GrantRevoked when the IdP says the grant or account is gone."""
+        async with asyncio.timeout(IDP_BUDGET_S * 2):
+            if tokens.refresh_token:
+                token = await self._token_request(
+                    grant_type="refresh_token", refresh_token=tokens.refresh_token
+                )
+                fresh = self._tokens(token, tokens)
+                id_token = token.get("id_token")
+                claims: dict[str, Any] = (
+                    await self.verify_id_token(id_token, nonce=None)
+                    if isinstance(id_token, str)
+                    else {}
+                )
+                if not claims:
+                    info = await self.userinfo(fresh.access_token)
+                    return info, fresh
+                return await self._with_userinfo(claims, fresh.access_token), fresh
+            if tokens.access_token and tokens.access_expires_at > time.time() + 5:
+                return await self.userinfo(tokens.access_token), tokens
+        return None
 
     async def end_session_origin(self) -> str | None:
         """Where the IdP's logout lives (scheme://host[:port]), if it has one and answers."""

@@ -1,7 +1,7 @@
-"""Sessions: sealed cookies, the session model and cookie header helpers."""
+"""Sessions: the session model, sealed values and cookie header helpers (the session cookie is a
+sealed reference, `authgate.session.reference`; the sessions live in `authgate.session.store`)."""
 
-from authgate.session.codec import SessionCodec
 from authgate.session.model import Session, new_session_id
 from authgate.session.sealed import SealedBox, same_text
 
-__all__ = ["SealedBox", "Session", "SessionCodec", "new_session_id", "same_text"]
+__all__ = ["SealedBox", "Session", "new_session_id", "same_text"]

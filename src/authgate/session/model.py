@@ -1,4 +1,4 @@
-"""A signed-in user's session, as stored (encrypted) in a cookie."""
+"""A signed-in user's session: who, since when, until when (kept in the session store)."""
 
 import secrets
 import time
@@ -7,8 +7,7 @@ from typing import Any
 
 from authgate.policy import Identity, normalize_groups
 
-# ID-token claims worth keeping for policy `claim/<name>` criteria; the rest is dropped to keep
-# the cookie small.
+# ID-token claims worth keeping for policy `claim/<name>` criteria; protocol claims are dropped.
 DROPPED_CLAIMS = frozenset(
     {
         "iss",
@@ -28,6 +27,18 @@ DROPPED_CLAIMS = frozenset(
 )
 
 
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    """The identity in verified ID-token (and userinfo) claims."""
+    kept = {k: v for k, v in claims.items() if k not in DROPPED_CLAIMS}
+    return Identity(
+        user=str(claims.get("sub", "")),
+        email=str(claims.get("email") or ""),
+        name=str(claims.get("name") or ""),
+        groups=normalize_groups(claims.get("groups")),
+        claims=kept,
+    )
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(18)
 
@@ -45,16 +56,11 @@ class Session:
         cls, claims: dict[str, Any], lifetime_s: int, now: int | None = None
     ) -> "Session":
         now = int(time.time()) if now is None else now
-        kept = {k: v for k, v in claims.items() if k not in DROPPED_CLAIMS}
-        identity = Identity(
-            user=str(claims.get("sub", "")),
-            email=str(claims.get("email") or ""),
-            name=str(claims.get("name") or ""),
-            groups=normalize_groups(claims.get("groups")),
-            claims=kept,
-        )
         return cls(
-            sid=new_session_id(), identity=identity, issued_at=now, expires_at=now + lifetime_s
+            sid=new_session_id(),
+            identity=identity_from_claims(claims),
+            issued_at=now,
+            expires_at=now + lifetime_s,
         )
 
     def valid(self, now: float) -> bool:

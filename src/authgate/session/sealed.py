@@ -52,11 +52,12 @@ def _b64decode(text: str) -> bytes | None:
 class SealedBox:
     """Seal JSON objects into URL/cookie-safe strings; opening anything else yields None."""
 
-    __slots__ = ("_aead", "purpose")
+    __slots__ = ("_aead", "_max_chars", "purpose")
 
-    def __init__(self, master: bytes, purpose: str) -> None:
+    def __init__(self, master: bytes, purpose: str, max_chars: int = MAX_TOKEN_CHARS) -> None:
         self.purpose = purpose
         self._aead = AESGCM(derive_key(master, purpose))
+        self._max_chars = max_chars
 
     def seal(self, payload: dict[str, Any], bound_to: str) -> str:
         nonce = os.urandom(NONCE_BYTES)
@@ -64,7 +65,7 @@ class SealedBox:
         return _b64encode(VERSION + nonce + self._aead.encrypt(nonce, plain, bound_to.encode()))
 
     def open(self, token: str, bound_to: str) -> dict[str, Any] | None:
-        if len(token) > MAX_TOKEN_CHARS or not _CANONICAL.fullmatch(token):
+        if len(token) > self._max_chars or not _CANONICAL.fullmatch(token):
             return None
         raw = _b64decode(token)
         if raw is not None and _b64encode(raw) != token:
