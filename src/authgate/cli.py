@@ -1,4 +1,5 @@
-"""Command line: `authgate run | authz | sessions | envoy-config | keygen | check | explain`."""
+"""Command line: `authgate run | authz | sessions | envoy-config | keygen | check | explain |
+login | logout`."""
 
 import argparse
 import json
@@ -136,6 +137,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from authgate.login_cli import LoginError, UsageError, login, open_in_browser
+
+    try:
+        token = login(
+            args.url,
+            open_browser=None if args.no_browser else open_in_browser,
+            port=args.port,
+            ca_file=args.ca_file,
+            timeout=args.timeout,
+        )
+    except UsageError as exc:
+        print(f"authgate login: {exc}", file=sys.stderr)
+        return 2
+    except LoginError as exc:
+        print(f"authgate login: {exc}", file=sys.stderr)
+        return 1
+    print(token)  # alone on stdout, for $(authgate login ...)
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from authgate.login_cli import UsageError, logout
+
+    try:
+        logout(args.url)
+    except UsageError as exc:
+        print(f"authgate logout: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authgate",
@@ -246,6 +279,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.set_defaults(func=cmd_explain)
+
+    login = sub.add_parser(
+        "login",
+        help="sign in for a script: print a token for `X-Pomerium-Authorization: Pomerium <token>`",
+        description="Sign in to a route in a browser (Pomerium's programmatic login) and print "
+        'a token for it on stdout, e.g. curl -H "X-Pomerium-Authorization: Pomerium '
+        '$(authgate login https://app.example.com)" https://app.example.com/. The token works '
+        "on that host only and is saved per origin until it stops working. Exit 0 signed in, "
+        "1 the login failed or timed out, 2 a bad command line. Signing out (which ends the "
+        "session and its tokens) is done in the browser: <origin>/.pomerium/sign_out; "
+        "`authgate logout` only forgets the saved token.",
+    )
+    login.add_argument("url", help="a URL on the route, e.g. https://jenkins.example.com")
+    login.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="only print the sign-in URL (on stderr), to open in a browser on this machine "
+        "(it comes back to 127.0.0.1)",
+    )
+    login.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="the local port for the browser's return (default: a free one)",
+    )
+    login.add_argument("--ca-file", default=None, help="a PEM CA bundle for a private CA")
+    login.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the sign-in (default 300)"
+    )
+    login.set_defaults(func=cmd_login)
+
+    logout = sub.add_parser(
+        "logout",
+        help="forget the token `authgate login` saved for a route",
+        description="Forget the token saved for the route's origin, on this machine. The session "
+        "itself stays signed in until you sign out in the browser (<origin>/.pomerium/sign_out), "
+        "which also ends every token from it.",
+    )
+    logout.add_argument("url", help="a URL on the route, e.g. https://jenkins.example.com")
+    logout.set_defaults(func=cmd_logout)
     return parser
 
 
