@@ -13,27 +13,27 @@ there: redirects are followed by hand up to it and the code is read from the Loc
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 import pytest
 
-from tests.support.idp import IdPControlError, TestIdP, authgate_client
-from tests.support.idp_login import idp_login_error, is_idp_login_page, parse_forms
-
-CALLBACK_PORT = 8443
-CLIENT = authgate_client(CALLBACK_PORT)
-CLIENT_ID = str(CLIENT["client_id"])
-CLIENT_SECRET = str(CLIENT["client_secret"])
-REDIRECT_URI = f"https://authenticate.test:{CALLBACK_PORT}/oauth2/callback"
-AUTHGATE_SCOPE = "openid profile email groups offline_access"
+from tests.support.idp import IdPControlError, TestIdP
+from tests.support.idp_flow import (
+    AUTHGATE_SCOPE,
+    CLIENT,
+    CLIENT_ID,
+)
+from tests.support.idp_flow import authorize as _authorize
+from tests.support.idp_flow import login as _login
+from tests.support.idp_flow import redeem as _redeem
+from tests.support.idp_flow import refresh as _refresh
+from tests.support.idp_flow import submit_login as _submit_login
+from tests.support.idp_flow import userinfo as _userinfo
+from tests.support.idp_login import idp_login_error, is_idp_login_page
 
 
 @pytest.fixture(scope="module")
@@ -61,110 +61,6 @@ def user(idp: TestIdP) -> dict[str, Any]:
     email = f"user-{secrets.token_hex(4)}@example.com"
     return idp.add_user(
         {"email": email, "password": "pw-" + email, "name": "Dana Test", "groups": ["devs"]}
-    )
-
-
-@dataclass
-class Login:
-    nonce: str
-    tokens: dict[str, Any]
-
-
-def _pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def _until_callback(client: httpx.Client, resp: httpx.Response) -> httpx.Response | str:
-    """Follow redirects by hand; the callback URL reached (str), or the page it stops at."""
-    for _ in range(10):
-        if not resp.is_redirect:
-            return resp
-        location = str(resp.url.join(resp.headers["location"]))
-        if location.startswith(REDIRECT_URI):
-            return location
-        resp = client.get(location)
-    raise AssertionError(f"too many redirects, last {resp.url}")
-
-
-def _authorize(
-    client: httpx.Client, discovery: dict[str, Any], *, scope: str, prompt: str | None = None
-) -> tuple[httpx.Response | str, str, str, str]:
-    state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    verifier, challenge = _pkce_pair()
-    params = {
-        "response_type": "code",
-        "client_id": CLIENT_ID,
-        "redirect_uri": REDIRECT_URI,
-        "scope": scope,
-        "state": state,
-        "nonce": nonce,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    if prompt is not None:
-        params["prompt"] = prompt
-    first = client.get(discovery["authorization_endpoint"], params=params)
-    return _until_callback(client, first), state, nonce, verifier
-
-
-def _submit_login(
-    client: httpx.Client, page: httpx.Response, email: str, password: str
-) -> httpx.Response | str:
-    assert is_idp_login_page(page), page.text
-    (form,) = [f for f in parse_forms(page.text) if f.method == "post"]
-    data = {k: v for k, v in form.fields.items() if form.input_types[k] == "hidden"}
-    data.update(email=email, password=password)
-    return _until_callback(client, client.post(str(page.url.join(form.action)), data=data))
-
-
-def _redeem(discovery: dict[str, Any], callback: str, state: str, verifier: str) -> dict[str, Any]:
-    query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
-    assert query.get("state") == state, query
-    assert "code" in query, query
-    token = httpx.post(
-        discovery["token_endpoint"],
-        data={
-            "grant_type": "authorization_code",
-            "code": query["code"],
-            "redirect_uri": REDIRECT_URI,
-            "code_verifier": verifier,
-        },
-        auth=(CLIENT_ID, CLIENT_SECRET),
-    )
-    assert token.status_code == 200, token.text
-    body: dict[str, Any] = token.json()
-    return body
-
-
-def _login(
-    client: httpx.Client,
-    discovery: dict[str, Any],
-    email: str,
-    password: str,
-    *,
-    scope: str = AUTHGATE_SCOPE,
-) -> Login:
-    """A full login as authgate does it (no prompt=consent); the token endpoint's answer."""
-    page, state, nonce, verifier = _authorize(client, discovery, scope=scope)
-    assert isinstance(page, httpx.Response), f"expected the login page, got {page}"
-    callback = _submit_login(client, page, email, password)
-    assert isinstance(callback, str), f"login did not reach the callback: {callback}"
-    return Login(nonce, _redeem(discovery, callback, state, verifier))
-
-
-def _refresh(discovery: dict[str, Any], refresh_token: str) -> httpx.Response:
-    return httpx.post(
-        discovery["token_endpoint"],
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=(CLIENT_ID, CLIENT_SECRET),
-    )
-
-
-def _userinfo(discovery: dict[str, Any], access_token: str) -> httpx.Response:
-    return httpx.get(
-        discovery["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}
     )
 
 

@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -176,43 +177,78 @@ class OidcClient:
                 raise IdpError("identity provider JWKS has no usable keys") from None
         return self._jwks
 
-    async def _key_for(self, id_token: str) -> jwt.PyJWK:
+    async def _key_for(self, token: str, what: str = "ID token") -> jwt.PyJWK:
         try:
-            header = jwt.get_unverified_header(id_token)
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise TokenRejected("ID token is not a JWT") from None
+            raise TokenRejected(f"{what} is not a JWT") from None
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
-            raise TokenRejected(f"ID token algorithm {alg!r} is not allowed")
+            raise TokenRejected(f"{what} algorithm {alg!r:.40} is not allowed")
         kid = header.get("kid")
         for refresh in (False, True):
             keys = await self._signing_keys(kid, refresh)
             candidates = [k for k in keys.keys if kid is None or k.key_id == kid]
             if len(candidates) == 1 or (kid is None and candidates):
                 return candidates[0]
-        raise TokenRejected("ID token signed with an unknown key")
+        raise TokenRejected(f"{what} signed with an unknown key")
+
+    async def jwt_issued_here(self, token: str) -> bool:
+        """Whether `token` is a JWT whose header names a key of the IdP's JWKS (refetched
+        once for an unknown kid). Says nothing about its signature or claims."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return False
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            return False
+        for refresh in (False, True):
+            keys = await self._signing_keys(kid, refresh)
+            if any(k.key_id == kid for k in keys.keys):
+                return True
+        return False
+
+    async def verify_jwt(
+        self,
+        token: str,
+        audiences: Sequence[str],
+        *,
+        what: str = "token",
+        require: Sequence[str] = ("iss", "aud", "exp", "sub"),
+    ) -> dict[str, Any]:
+        """A JWT this IdP signed for one of `audiences`: signature with its JWKS (allow-listed
+        algorithms), iss, aud (and azp among `audiences` when there are several), exp/iat/nbf
+        with 30 s leeway, the `require`d claims present. TokenRejected otherwise."""
+        meta = await self.metadata()
+        key = await self._key_for(token, what)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=list(ALLOWED_ALGORITHMS),
+                audience=list(audiences),
+                issuer=meta.issuer,
+                leeway=30,
+                options={"require": list(require)},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"{what} rejected: {exc}") from None
+        aud = claims.get("aud")
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") not in audiences:
+            raise TokenRejected(f"{what} has several audiences and azp is not this client")
+        return claims
 
     async def verify_id_token(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         """Verify an ID token; `nonce` None for a refresh grant's (which carries none)."""
-        meta = await self.metadata()
-        key = await self._key_for(id_token)
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                id_token,
-                key,
-                algorithms=list(ALLOWED_ALGORITHMS),
-                audience=self.client_id,
-                issuer=meta.issuer,
-                leeway=30,
-                options={"require": ["iss", "aud", "exp", "iat", "sub"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise TokenRejected(f"ID token rejected: {exc}") from None
+        claims = await self.verify_jwt(
+            id_token,
+            [self.client_id],
+            what="ID token",
+            require=("iss", "aud", "exp", "iat", "sub"),
+        )
         if nonce is not None and not same_text(str(claims.get("nonce", "")), nonce):
             raise TokenRejected("ID token nonce does not match this login")
-        aud = claims.get("aud")
-        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
-            raise TokenRejected("ID token has several audiences and azp is not this client")
         return claims
 
     async def complete_login(self, code: str, code_verifier: str, nonce: str) -> LoginResult:
