@@ -69,6 +69,7 @@ class Endpoint(StrEnum):
     OAUTH_CALLBACK = "oauth-callback"
     SIGN_OUT = "sign-out"
     SIGNED_OUT = "signed-out"
+    PROGRAMMATIC_LOGIN = "programmatic-login"  # Pomerium's, for CLIs: the sign-in URL as text
     HOME = "home"
     NOT_FOUND = "not-found"  # under an internal prefix, but nothing authgate serves
 
@@ -79,6 +80,10 @@ SIGN_IN_PATH = "/.pomerium/sign_in"
 SIGN_OUT_PATH = "/.pomerium/sign_out"
 SIGNED_OUT_PATH = "/.pomerium/signed_out"
 ROUTE_CALLBACK_PATH = "/.pomerium/callback"
+PROGRAMMATIC_LOGIN_PATH = "/.pomerium/api/v1/login"
+# `Authorization: Pomerium <token>` (or in X-Pomerium-Authorization): the programmatic login's.
+POMERIUM_AUTH_SCHEME = "pomerium"
+POMERIUM_AUTHORIZATION_HEADER = "x-pomerium-authorization"
 
 # On a route host, Envoy hands everything under these to authz as INTERNAL: the prefixes, and the
 # same paths without their trailing slash.
@@ -93,6 +98,7 @@ ROUTE_HOST_ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
         ROUTE_CALLBACK_PATH: Endpoint.ROUTE_CALLBACK,
         ROUTE_CALLBACK_PATH + "/": Endpoint.ROUTE_CALLBACK,
         SIGN_OUT_PATH: Endpoint.ROUTE_SIGN_OUT,
+        PROGRAMMATIC_LOGIN_PATH: Endpoint.PROGRAMMATIC_LOGIN,
         "/.pomerium": Endpoint.USER_INFO,
         "/.pomerium/": Endpoint.USER_INFO,
     }

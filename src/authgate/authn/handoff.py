@@ -6,6 +6,7 @@ import secrets
 import time
 
 from authgate.authn.errors import InvalidToken
+from authgate.authn.programmatic import redirect_with_token
 from authgate.authn.tokens import HandOff, SignInRequest
 from authgate.authz import pages
 from authgate.authz.context import RequestContext
@@ -20,6 +21,8 @@ from authgate.session.reference import SessionRef
 
 
 def hand_off(state: AuthzState, request: SignInRequest, session: Session) -> Respond:
+    if request.programmatic:
+        return redirect_with_token(state, request, session)
     route = state.cfg.hosts[request.route_netloc]
     sealed = state.handoff_box.seal(
         HandOff(

@@ -15,6 +15,7 @@ from authgate.authn.errors import (
     LoginError,
 )
 from authgate.authn.handoff import hand_off
+from authgate.authn.programmatic import programmatic_target
 from authgate.authn.tokens import LoginState, SignInRequest
 from authgate.authz import pages
 from authgate.authz.context import RequestContext
@@ -55,10 +56,13 @@ def open_sign_in(state: AuthzState, sealed: str | None) -> SignInRequest:
     route = state.cfg.hosts.get(request.route_netloc)
     if route is None:
         raise InvalidToken("not a route host")
-    target = safe_redirect(request.target, route.origin)
+    if request.programmatic:  # a CLI's loopback listener, checked again against the config
+        target = programmatic_target(state, request.target)
+    else:
+        target = safe_redirect(request.target, route.origin)
     if target is None:
         raise InvalidToken("the return address leaves the route")
-    return SignInRequest(target=target, nonce=request.nonce, route_netloc=route.netloc)
+    return SignInRequest(target, request.nonce, route.netloc, request.programmatic)
 
 
 async def authn_session(state: AuthzState, ctx: RequestContext) -> Session | None:

@@ -35,16 +35,20 @@ def _text(data: dict[str, Any], key: str) -> str:
 class SignInRequest:
     """Route host -> authenticate host: where to return, and the browser's login nonce."""
 
-    target: str  # the URL first asked for
+    target: str  # the URL first asked for (programmatic: the CLI's loopback URL)
     nonce: str  # the value of the route host's login cookie in that browser
     route_netloc: str
+    programmatic: bool = False  # a CLI's login: end with a token at `target`, not a hand-off
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": self.target, "n": self.nonce, "h": self.route_netloc}
+        wire: dict[str, Any] = {"t": self.target, "n": self.nonce, "h": self.route_netloc}
+        if self.programmatic:
+            wire["p"] = 1
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "SignInRequest":
-        return cls(_text(data, "t"), _text(data, "n"), _text(data, "h"))
+        return cls(_text(data, "t"), _text(data, "n"), _text(data, "h"), data.get("p") == 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 import math
 import re
+from dataclasses import replace
 from urllib.parse import quote
 
 import structlog
@@ -11,6 +12,7 @@ from authgate.authz import pages
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Allow, Decision, Respond
+from authgate.authz.presented_tokens import presented_token, token_session
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import (
@@ -128,15 +130,32 @@ def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -
     )
 
 
-async def check_route(
+async def _who(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
-) -> Decision:
+) -> tuple[Session | None, bool] | Respond:
+    """The session (and whether it came from the `Authorization` header), or an answer for a
+    token that is no good. A presented token wins over cookies: scripts say who they are."""
+    presented = presented_token(state, route, ctx)
+    if presented is not None:
+        outcome = await token_session(state, route, presented)
+        if isinstance(outcome, Respond):
+            return outcome
+        return outcome, presented.header == "authorization"
     try:
-        session = await current_session(state, route, ctx)
+        return await current_session(state, route, ctx), False
     except StoreUnavailable:
         if not route.public:
             raise
-        session = None  # a public route goes on without the identity, never with a stale one
+        return None, False  # a public route goes on without the identity, never a stale one
+
+
+async def check_route(
+    state: AuthzState, route: RouteRuntime, ctx: RequestContext
+) -> Decision:
+    who_is = await _who(state, route, ctx)
+    if isinstance(who_is, Respond):
+        return who_is
+    session, from_authorization = who_is
     inp = PolicyInput(
         identity=session.identity if session else None,
         method=ctx.method,
@@ -146,7 +165,10 @@ async def check_route(
         headers=ctx.headers,
     )
     if route.policy.allowed(inp):
-        return forward(state, route, ctx, session)
+        allow = forward(state, route, ctx, session)
+        if from_authorization:  # the token authgate read is not the app's
+            return replace(allow, remove_headers=(*allow.remove_headers, "authorization"))
+        return allow
     if session is None:
         return not_signed_in(state, route, ctx)
     # The explanation is computed only here, off the allow path.

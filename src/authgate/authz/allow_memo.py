@@ -112,12 +112,16 @@ class AllowMemo:
                 names.append(name)
                 if name == "cookie":
                     cookies.append(entry.raw_value)
+            if "authorization" in names or "x-pomerium-authorization" in names:
+                return None  # the answer depends on a token: always the full path
             key: Key = (route_id, tuple(cookies), tuple(names))
             if plan.cors:
                 values = {e.key: e.raw_value for e in http.header_map.headers if e.key in _CORS}
                 key += (http.method, *(values.get(h) for h in _CORS_HEADERS))
         else:
             headers = http.headers
+            if "authorization" in headers or "x-pomerium-authorization" in headers:
+                return None
             key = (route_id, headers.get("cookie"), tuple(headers))
             if plan.cors:
                 key += (http.method, *(headers.get(h) for h in _CORS_HEADERS))

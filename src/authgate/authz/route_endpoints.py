@@ -5,12 +5,14 @@ import json
 from datetime import UTC, datetime
 
 from authgate.authn.handoff import accept_hand_off
+from authgate.authn.programmatic import programmatic_login
 from authgate.authn.sign_in import start_login
 from authgate.authn.sign_out import route_sign_out
 from authgate.authz import pages
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Respond
+from authgate.authz.presented_tokens import presented_token, token_session
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import JWKS_PATH, SIGN_OUT_PATH, Endpoint, route_host_endpoint
@@ -56,10 +58,32 @@ def explain_claims(session: Session) -> dict[str, object]:
 
 
 async def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
-    session = await current_session(state, route, ctx)
+    """Who is signed in: a page for browsers, JSON for scripts (which may present a token, e.g.
+    `authgate login` checking the one it keeps)."""
+    presented = presented_token(state, route, ctx)
+    if presented is not None:
+        outcome = await token_session(state, route, presented)
+        if isinstance(outcome, Respond):
+            return outcome
+        session: Session | None = outcome
+    else:
+        session = await current_session(state, route, ctx)
     if session is None:
+        if not ctx.wants_html:
+            return pages.json_answer(401, {"error": "unauthenticated", "message": "sign in first"})
         return start_login(state, route, ctx)
     ident = session.identity
+    if not ctx.wants_html:
+        return pages.json_answer(
+            200,
+            {
+                "email": ident.email,
+                "user": ident.user,
+                "name": ident.name,
+                "groups": list(ident.groups),
+                "expires_at": session.expires_at,
+            },
+        )
     expires = datetime.fromtimestamp(session.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     groups = html.escape(", ".join(ident.groups)) or (
         '<span class="muted">none: the identity provider sent no <code>groups</code> claim '
@@ -99,6 +123,8 @@ async def handle_internal(
             return await accept_hand_off(state, route, ctx)
         case Endpoint.ROUTE_SIGN_OUT:
             return await route_sign_out(state, route, ctx)
+        case Endpoint.PROGRAMMATIC_LOGIN:
+            return programmatic_login(state, route, ctx)
         case Endpoint.USER_INFO:
             return await user_info(state, route, ctx)
         case _:

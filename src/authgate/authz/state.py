@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from authgate.assertion import AssertionSigner
+from authgate.authn.bearer import BearerVerifier
 from authgate.authn.tokens import (
     CsrfToken,
     HandOff,
@@ -20,6 +21,7 @@ from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
 from authgate.oidc import GrantRevoked, OidcClient
+from authgate.session import SealedBox
 from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
 from authgate.session.record import IdpTokens
 from authgate.session.store import SessionStore, open_store
@@ -78,6 +80,8 @@ class AuthzState:
     signout_box: TokenBox[SignOutRequest]  # route host -> authenticate host
     signed_out_box: TokenBox[SignedOutState]  # through the IdP's logout and back
     csrf_box: TokenBox[CsrfToken]  # a route host's sign-out form
+    programmatic_box: SealedBox  # the programmatic login's token (a session reference)
+    bearer: BearerVerifier  # IdP tokens presented by scripts
     allow_memo: AllowMemo
     # Policies with date/time criteria read this; tests inject a fixed clock.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -143,4 +147,12 @@ class AuthzState:
             # The same purpose as sign-out requests, told apart by where they are bound.
             signed_out_box=TokenBox(key, "authgate sign-out v1", SignedOutState, SIGNOUT_TTL_S),
             csrf_box=TokenBox(key, "authgate csrf v1", CsrfToken, CSRF_TTL_S),
+            programmatic_box=SealedBox(key, "authgate programmatic token v1"),
+            bearer=BearerVerifier(
+                oidc,
+                allowed_audiences=[
+                    settings.idp_client_id,
+                    *settings.idp_access_token_allowed_audiences,
+                ],
+            ),
         )

@@ -22,6 +22,7 @@ from authgate.contract import ASSERTION_HEADER
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+BearerTokenFormat = Literal["default", "idp_access_token", "idp_identity_token"]
 
 
 def _split_list(value: object) -> object:
@@ -314,6 +315,8 @@ class Route(BaseModel):
     tls_server_name: str | None = None
     tls_custom_ca_file: str | None = None
     show_error_details: bool = False
+    # Pomerium's key: how `Authorization: Bearer` is read on this route (None: the global one).
+    bearer_token_format: BearerTokenFormat | None = None
     allow_public_unauthenticated_access: bool = False
     allow_any_authenticated_user: bool = False
     allowed_users: StrList = Field(default_factory=list)
@@ -566,6 +569,12 @@ class Settings(BaseModel):
     session_refresh_interval: Duration = timedelta(minutes=5)
     session_idle_timeout: Duration = timedelta(0)
     jwt_issuer_format: Literal["host", "hostOnly", "uri"] = "host"
+    # Scripts (Pomerium's keys): `default` passes `Authorization: Bearer` to the app untouched;
+    # `idp_access_token` / `idp_identity_token` read it as a token from the IdP.
+    bearer_token_format: BearerTokenFormat = "default"
+    idp_access_token_allowed_audiences: StrList = Field(default_factory=list)
+    # Where the programmatic login may send its token besides loopback addresses.
+    programmatic_redirect_domain_whitelist: StrList = Field(default_factory=lambda: ["localhost"])
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("address")
