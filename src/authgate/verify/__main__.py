@@ -1,0 +1,3 @@
+from authgate.verify.cli import main
+
+raise SystemExit(main())
