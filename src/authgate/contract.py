@@ -70,11 +70,14 @@ class Endpoint(StrEnum):
     SIGN_OUT = "sign-out"
     SIGNED_OUT = "signed-out"
     PROGRAMMATIC_LOGIN = "programmatic-login"  # Pomerium's, for CLIs: the sign-in URL as text
+    OIDC_DISCOVERY = "oidc-discovery"  # the issuer's metadata (jwt_issuer_format: uri)
     HOME = "home"
     NOT_FOUND = "not-found"  # under an internal prefix, but nothing authgate serves
 
 
 JWKS_PATH = "/.well-known/pomerium/jwks.json"
+# `<iss>.well-known/openid-configuration` when iss is `https://<authenticate host>/`.
+OIDC_DISCOVERY_PATH = "/.well-known/openid-configuration"
 OAUTH_CALLBACK_PATH = "/oauth2/callback"
 SIGN_IN_PATH = "/.pomerium/sign_in"
 SIGN_OUT_PATH = "/.pomerium/sign_out"
@@ -114,6 +117,7 @@ AUTHENTICATE_HOST_ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
         JWKS_PATH: Endpoint.JWKS,
         "/.well-known/pomerium": Endpoint.WELL_KNOWN,
         "/.well-known/pomerium/": Endpoint.WELL_KNOWN,
+        OIDC_DISCOVERY_PATH: Endpoint.OIDC_DISCOVERY,
         "/": Endpoint.HOME,
     }
 )

@@ -1,5 +1,21 @@
 """Signed identity assertions (ES256 JWT) and their JWKS."""
 
-from authgate.assertion.signer import AssertionSigner, jwk_thumbprint, public_jwk
+from authgate.assertion.signer import (
+    ASSERTION_CLAIMS,
+    AssertionSigner,
+    jwk_thumbprint,
+    jwks_bytes,
+    jwks_document,
+    public_jwk,
+    published_jwk,
+)
 
-__all__ = ["AssertionSigner", "jwk_thumbprint", "public_jwk"]
+__all__ = [
+    "ASSERTION_CLAIMS",
+    "AssertionSigner",
+    "jwk_thumbprint",
+    "jwks_bytes",
+    "jwks_document",
+    "public_jwk",
+    "published_jwk",
+]

@@ -6,6 +6,7 @@ import json
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import jwt
@@ -13,6 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 ASSERTION_LIFETIME_S = 300
 REUSE_MARGIN_S = 60  # re-sign when less than this is left before `exp`
+# Every claim an assertion carries (the discovery document's `claims_supported`).
+ASSERTION_CLAIMS = (
+    "iss", "aud", "iat", "nbf", "exp", "jti", "sub", "user", "email", "name", "groups", "sid",
+)
 
 
 def _b64url_uint(value: int, length: int) -> str:
@@ -36,19 +41,44 @@ def jwk_thumbprint(jwk: dict[str, str]) -> str:
     return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
+def published_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    """The JWKS entry of one key: its public half, kid = RFC 7638 thumbprint, ES256 signatures."""
+    jwk = public_jwk(key)
+    return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": "ES256"}
+
+
+def jwks_document(keys: Iterable[ec.EllipticCurvePrivateKey]) -> dict[str, Any]:
+    """The JWKS publishing every key, in the order given (a repeated key once)."""
+    entries: list[dict[str, str]] = []
+    for key in keys:
+        entry = published_jwk(key)
+        if all(e["kid"] != entry["kid"] for e in entries):
+            entries.append(entry)
+    return {"keys": entries}
+
+
+def jwks_bytes(keys: Iterable[ec.EllipticCurvePrivateKey]) -> bytes:
+    """The JWKS exactly as served (and as `authgate issuer export` writes it)."""
+    return json.dumps(jwks_document(keys), separators=(",", ":")).encode()
+
+
 class AssertionSigner:
     """Signs per-route assertions; a signed token is reused per session+route until near `exp`."""
 
     def __init__(
-        self, key: ec.EllipticCurvePrivateKey, issuer: str, cache_size: int = 10_000
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        cache_size: int = 10_000,
+        *,
+        published: Iterable[ec.EllipticCurvePrivateKey] = (),
     ) -> None:
+        """`key` signs; `published` are further keys in the JWKS (rotation: the next key, or
+        the one just replaced), after `key`."""
         self._key = key
         self.issuer = issuer
-        jwk = public_jwk(key)
-        self.kid = jwk_thumbprint(jwk)
-        self.jwks: dict[str, Any] = {
-            "keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "ES256"}]
-        }
+        self.kid = jwk_thumbprint(public_jwk(key))
+        self.jwks: dict[str, Any] = jwks_document([key, *published])
         self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
         self._cache: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._cache_size = cache_size

@@ -8,7 +8,7 @@ from authgate.authn.sign_out import sign_out, signed_out
 from authgate.authz import pages
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Respond
-from authgate.authz.route_endpoints import jwks, well_known
+from authgate.authz.route_endpoints import jwks, oidc_discovery, well_known
 from authgate.authz.state import AuthzState
 from authgate.contract import Endpoint, authenticate_host_endpoint
 from authgate.policy import PolicyInput
@@ -64,6 +64,8 @@ async def handle_authenticate(state: AuthzState, ctx: RequestContext) -> Respond
             return jwks(state)
         case Endpoint.WELL_KNOWN:
             return well_known(state, state.cfg.authenticate_origin)
+        case Endpoint.OIDC_DISCOVERY:
+            return oidc_discovery(state, ctx)
         case Endpoint.HOME:
             return await home(state, ctx)
         case _:

@@ -4,6 +4,7 @@ import html
 import json
 from datetime import UTC, datetime
 
+from authgate.assertion.discovery import discovery_bytes, issuer_is_url
 from authgate.authn.handoff import accept_hand_off
 from authgate.authn.programmatic import programmatic_login
 from authgate.authn.sign_in import start_login
@@ -14,21 +15,44 @@ from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Respond
 from authgate.authz.presented_tokens import presented_token, token_session
 from authgate.authz.state import AuthzState
-from authgate.config import RouteRuntime
+from authgate.config import RouteRuntime, RuntimeConfig
 from authgate.contract import JWKS_PATH, SIGN_OUT_PATH, Endpoint, route_host_endpoint
 from authgate.session import Session
 
+# Verifiers may keep the JWKS this long: short, so that a key published for rotation (the new
+# one second in signing_key) reaches every verifier within minutes, before it signs.
+JWKS_MAX_AGE_S = 300
+_PUBLIC_JSON = (
+    ("content-type", "application/json"),
+    ("cache-control", f"public, max-age={JWKS_MAX_AGE_S}"),
+    ("access-control-allow-origin", "*"),
+)
+
 
 def jwks(state: AuthzState) -> Respond:
-    return Respond(
-        status=200,
-        headers=(
-            ("content-type", "application/json"),
-            ("cache-control", "public, max-age=300"),
-            ("access-control-allow-origin", "*"),
-        ),
-        body=state.signer.jwks_json.decode(),
-    )
+    """Every configured key (the signing one first), not only the one that signs."""
+    return Respond(status=200, headers=_PUBLIC_JSON, body=state.cfg.jwks_json.decode())
+
+
+def oidc_discovery_json(cfg: RuntimeConfig) -> bytes | None:
+    """The issuer's OIDC discovery document, or None when the assertion's iss is not a URL
+    (jwt_issuer_format host/hostOnly: no `<iss>.well-known/openid-configuration` exists)."""
+    if not issuer_is_url(cfg.assertion_issuer):
+        return None
+    return discovery_bytes(cfg.assertion_issuer, f"{cfg.authenticate_origin}{JWKS_PATH}")
+
+
+def oidc_discovery(state: AuthzState, ctx: RequestContext) -> Respond:
+    body = oidc_discovery_json(state.cfg)
+    if body is None:
+        return pages.error(
+            ctx,
+            404,
+            "No discovery",
+            "OIDC discovery needs jwt_issuer_format: uri (the assertion's iss is not a URL).",
+            "discovery_unavailable",
+        )
+    return Respond(status=200, headers=_PUBLIC_JSON, body=body.decode())
 
 
 def well_known(state: AuthzState, origin: str) -> Respond:

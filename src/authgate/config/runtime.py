@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_key
+from authgate.assertion.signer import jwks_bytes
+from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_keys
 from authgate.contract import AUTHENTICATE_ROUTE_ID as AUTHENTICATE_ROUTE_ID
 from authgate.errors import ConfigError
 from authgate.policy import CompiledPolicy, compile_route_policy
@@ -33,7 +34,10 @@ class RouteRuntime:
 class RuntimeConfig:
     settings: Settings
     cookie_key: bytes = field(repr=False)
-    signing_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    signing_key: ec.EllipticCurvePrivateKey = field(repr=False)  # signs: the first key
+    # Every configured key, the signing one first: all are published in the JWKS (rotation).
+    verification_keys: tuple[ec.EllipticCurvePrivateKey, ...] = field(repr=False)
+    jwks_json: bytes = field(repr=False)  # the JWKS as served, every key in it
     client_secret: str = field(repr=False)
     routes: tuple[RouteRuntime, ...]
     routes_by_id: Mapping[str, RouteRuntime]
@@ -164,10 +168,16 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
         issuer = f"{scheme}://{authn_netloc}/"
     else:
         issuer = urlsplit(authn_url).hostname or authn_netloc
+    try:
+        signing_keys = tuple(parse_signing_keys(decode_base64(signing_key_b64)))
+    except ValueError as exc:  # validated by Settings; reached only by a model built unchecked
+        raise ConfigError("signing_key", str(exc)) from None
     return RuntimeConfig(
         settings=settings,
         cookie_key=decode_base64(cookie_secret),
-        signing_key=parse_signing_key(decode_base64(signing_key_b64)),
+        signing_key=signing_keys[0],
+        verification_keys=signing_keys,
+        jwks_json=jwks_bytes(signing_keys),
         client_secret=client_secret,
         routes=tuple(routes),
         routes_by_id=MappingProxyType({r.id: r for r in routes}),

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from authgate.assertion.keys import split_pem_blocks
+from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
 from authgate.contract import ASSERTION_HEADER
 
@@ -71,17 +73,40 @@ def decode_base64(value: str) -> bytes:
         raise ValueError("is not valid base64") from None
 
 
-def parse_signing_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
-    """Load an EC P-256 private key from PEM, or raise ValueError saying how to make one."""
+def _parse_one_signing_key(pem: bytes, which: str) -> ec.EllipticCurvePrivateKey:
     try:
         key = load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError("is not a PEM private key; generate one with `authgate keygen`") from None
+        raise ValueError(
+            f"{which}is not a PEM private key; generate one with `authgate keygen`"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError(
-            "must be an EC P-256 (ES256) private key; generate one with `authgate keygen`"
+            f"{which}must be an EC P-256 (ES256) private key; generate one with `authgate keygen`"
         )
     return key
+
+
+def parse_signing_keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
+    """Load one or more concatenated EC P-256 private keys from PEM (key rotation, as in
+    Pomerium: the first signs, all are published), or raise ValueError naming the bad one."""
+    blocks = split_pem_blocks(pem)
+    keys: list[ec.EllipticCurvePrivateKey] = []
+    seen: dict[str, int] = {}
+    for index, block in enumerate(blocks, start=1):
+        which = f"key {index} of {len(blocks)} " if len(blocks) > 1 else ""
+        key = _parse_one_signing_key(block, which)
+        kid = jwk_thumbprint(public_jwk(key))
+        if kid in seen:
+            raise ValueError(f"{which}repeats key {seen[kid]}; remove one of them")
+        seen[kid] = index
+        keys.append(key)
+    return keys
+
+
+def parse_signing_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    """The signing (first) key of `pem`, every key checked; ValueError says how to fix it."""
+    return parse_signing_keys(pem)[0]
 
 
 class Upstream(BaseModel):
@@ -622,7 +647,7 @@ class Settings(BaseModel):
                 raise ValueError(
                     "is not base64 of a PEM key; generate one with `authgate keygen`"
                 ) from None
-            parse_signing_key(pem)
+            parse_signing_keys(pem)
         return value
 
     @model_validator(mode="after")
