@@ -1,6 +1,8 @@
 """`authgate doctor` without upstreams: its assertions, how it reads Jenkins' whoAmI, its output.
 
-Against answering upstreams (the Jenkins stand-in, a non-loopback TCP listener):
+(Not test_doctor.py: pytest collects tests/ without __init__.py files, so a test module's
+basename must be unique, and tests/integration/test_doctor.py has that one.) Against answering
+upstreams (the Jenkins stand-in, a non-loopback TCP listener):
 tests/integration/test_doctor.py.
 """
 
