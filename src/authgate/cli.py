@@ -1,5 +1,5 @@
-"""Command line: `authgate run | authz | sessions | envoy-config | keygen | check | explain |
-login | logout`."""
+"""Command line: `authgate run | authz | sessions | login | logout | envoy-config | keygen |
+check | doctor | explain`."""
 
 import argparse
 import json
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True)
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.set_defaults(func=cmd_check)
+
+    from authgate.doctor import register as register_doctor
+
+    register_doctor(sub)
 
     explain = sub.add_parser(
         "explain",
