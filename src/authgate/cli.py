@@ -1,5 +1,5 @@
 """Command line: `authgate run | authz | sessions | login | logout | envoy-config | keygen |
-check | doctor | explain`."""
+signing-key | issuer | check | doctor | verify | explain`."""
 
 import argparse
 import json
@@ -260,8 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     from authgate.doctor import register as register_doctor
+    from authgate.issuer_cli import register as register_issuer
+    from authgate.verify.cli import register as register_verify
 
     register_doctor(sub)
+    register_issuer(sub)
+    register_verify(sub)
 
     explain = sub.add_parser(
         "explain",
