@@ -278,6 +278,9 @@ class AssertionVerifier:
         key = self._lookup(self._keys, kid)
         if key is not None and not self._stale(now):
             return key
+        if not self._may_refetch(now) and not self._lock.locked():
+            # No fetch may start and none is under way: decided without a thread or the lock.
+            return self._without_fetch(self._lookup(self._keys, kid))
         if not fetch:
             raise _NeedsFetch
         with self._lock:
@@ -285,19 +288,22 @@ class AssertionVerifier:
             key = self._lookup(self._keys, kid)
             if key is not None and not self._stale(now):
                 return key  # another thread fetched meanwhile
-            if self._may_refetch(now):
-                try:
-                    self._fetch_locked(now)
-                except KeysUnavailable:
-                    if key is None:
-                        raise
-                    return key  # stale keys beat none while the JWKS is away
-                key = self._lookup(self._keys, kid)
-            elif not self._keys and self._fetched_at is None:
-                raise KeysUnavailable("JWKS unavailable")
-        if key is None:
-            raise InvalidAssertion("unknown signing key")
-        return key
+            if not self._may_refetch(now):
+                return self._without_fetch(key)
+            try:
+                self._fetch_locked(now)
+            except KeysUnavailable:
+                if key is None:
+                    raise
+                return key  # stale keys beat none while the JWKS is away
+            return self._without_fetch(self._lookup(self._keys, kid))
+
+    def _without_fetch(self, key: ec.EllipticCurvePublicKey | None) -> ec.EllipticCurvePublicKey:
+        if key is not None:
+            return key
+        if self._fetched_at is None:
+            raise KeysUnavailable("JWKS unavailable")
+        raise InvalidAssertion("unknown signing key")
 
     # --- tokens --------------------------------------------------------------------------
 
