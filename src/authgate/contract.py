@@ -24,6 +24,12 @@ EXT_ROUTE_ID = "route_id"
 EXT_KIND = "kind"
 AUTHENTICATE_ROUTE_ID = "__authenticate__"
 
+# Every claim an assertion carries (discovery's `claims_supported`); a route's added claims
+# (`assertion_claims`) cannot replace them.
+ASSERTION_CLAIMS = (
+    "iss", "aud", "iat", "nbf", "exp", "jti", "sub", "user", "email", "name", "groups", "sid",
+)
+
 # Headers.
 ASSERTION_HEADER = "x-pomerium-jwt-assertion"
 # Pomerium's older convention (routes with `legacy_assertion: true`).

@@ -12,12 +12,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from authgate.contract import ASSERTION_CLAIMS as ASSERTION_CLAIMS
+
 ASSERTION_LIFETIME_S = 300
 REUSE_MARGIN_S = 60  # re-sign when less than this is left before `exp`
-# Every claim an assertion carries (the discovery document's `claims_supported`).
-ASSERTION_CLAIMS = (
-    "iss", "aud", "iat", "nbf", "exp", "jti", "sub", "user", "email", "name", "groups", "sid",
-)
 
 
 def _b64url_uint(value: int, length: int) -> str:
@@ -80,7 +78,7 @@ class AssertionSigner:
         self.kid = jwk_thumbprint(public_jwk(key))
         self.jwks: dict[str, Any] = jwks_document([key, *published])
         self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
-        self._cache: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
         self._cache_size = cache_size
 
     def sign(self, claims: dict[str, Any]) -> str:
@@ -95,17 +93,23 @@ class AssertionSigner:
         email: str,
         name: str,
         groups: tuple[str, ...],
+        extra: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> tuple[str, int]:
-        """The assertion and the time until which it is handed out again (then re-signed)."""
+        """The assertion and the time until which it is handed out again (then re-signed).
+
+        `extra`: claims the route adds. Reuse is keyed by everything the token says, so a
+        session whose claims were refreshed gets a new assertion at once."""
         now_i = int(time.time() if now is None else now)
-        key = (sid, audience)
+        added = json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else ""
+        key = (sid, audience, user, email, name, groups, added)
         cached = self._cache.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
             return cached[0], cached[1] - REUSE_MARGIN_S
         exp = now_i + ASSERTION_LIFETIME_S
         token = self.sign(
             {
+                **(extra or {}),
                 "iss": self.issuer,
                 "aud": audience,
                 "iat": now_i,

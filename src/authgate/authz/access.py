@@ -9,6 +9,7 @@ import structlog
 
 from authgate.authn.sign_in import start_login
 from authgate.authz import pages
+from authgate.authz.app_claims import added_claims
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Allow, Decision, Respond
@@ -96,6 +97,7 @@ def forward(
             email=ident.email,
             name=ident.name,
             groups=ident.groups,
+            extra=added_claims(route.route, ident) if route.route.assertion_claims else None,
         )
         until = min(until, reuse_until)
         set_headers.append((LEGACY_ASSERTION_HEADER if legacy else ASSERTION_HEADER, assertion))

@@ -137,8 +137,12 @@ class AuthzState:
             cfg=cfg,
             allow_memo=memo,
             sessions=sessions,
-            signer=AssertionSigner(cfg.signing_key, cfg.assertion_issuer),
-            legacy_signer=AssertionSigner(cfg.signing_key, LEGACY_ISSUER),
+            signer=AssertionSigner(
+                cfg.signing_key, cfg.assertion_issuer, published=cfg.verification_keys
+            ),
+            legacy_signer=AssertionSigner(
+                cfg.signing_key, LEGACY_ISSUER, published=cfg.verification_keys
+            ),
             oidc=oidc,
             sign_in_box=TokenBox(key, "authgate sign-in request v1", SignInRequest, LOGIN_TTL_S),
             login_box=TokenBox(key, "authgate login state v1", LoginState, LOGIN_TTL_S),

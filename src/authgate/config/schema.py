@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from authgate.assertion.keys import split_pem_blocks
 from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
-from authgate.contract import ASSERTION_HEADER
+from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -299,10 +299,40 @@ def _scalar_to_str(value: object) -> object:
 HeaderMap = Annotated[dict[str, str], BeforeValidator(_scalar_to_str)]
 
 
+class AddedClaim(BaseModel):
+    """A claim a route adds to its assertion, from the session's claims (authgate's key).
+
+    `from` names the session claim (`groups`, `email`, or any ID-token claim); with `map`,
+    each value found there becomes the listed values (values not in the map are dropped), so
+    IdP groups become app roles; without `map` the claim is copied as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1)
+    map: dict[str, list[str]] | None = None
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _map(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
 class Route(BaseModel):
     """A Pomerium route: `from` a public URL, `to` an upstream, guarded by `policy`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("assertion_claims")
+    @classmethod
+    def _assertion_claims(cls, value: dict[str, AddedClaim]) -> dict[str, AddedClaim]:
+        for name in value:
+            if name in ASSERTION_CLAIMS or not name:
+                raise ValueError(
+                    f"{name!r} is a claim every assertion has; pick another name for it"
+                )
+        return value
 
     id: str | None = None
     name: str | None = None
@@ -320,6 +350,8 @@ class Route(BaseModel):
     # authgate's key, for apps written to Pomerium's older convention: the assertion goes in
     # `x-pomerium-iap-jwt-assertion` with `iss: pomerium-proxy` (README, "legacy assertion").
     legacy_assertion: bool = False
+    # authgate's key: claims added to this route's assertion (e.g. IdP groups as app roles).
+    assertion_claims: dict[str, AddedClaim] = Field(default_factory=dict)
     # Host header, in Pomerium's precedence order: preserve > host_rewrite > host_rewrite_header
     # > host_path_regex_rewrite_* > the `to` host.
     preserve_host_header: bool = False
