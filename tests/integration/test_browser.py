@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Env
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.support.browser import chromium_page
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def page(env: Env, tmp_path: Path) -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                # Map the test hostnames inside the browser, not in /etc/hosts.
-                "--host-resolver-rules=MAP *.test 127.0.0.1",
-            ],
-        )
-        context = browser.new_context(ignore_https_errors=True)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def _idp_login(env: Env, page, email: str, lands_on: str) -> None:  # type: ignore[no-untyped-def]

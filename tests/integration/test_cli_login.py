@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ import pytest
 
 from authgate.login_cli import LoginError, load_token, login
 from tests.integration.conftest import Env
+from tests.support.browser import chromium_page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.browser
@@ -31,31 +30,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def chromium() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                # Map the test hostnames inside the browser, not in /etc/hosts.
-                "--host-resolver-rules=MAP *.test 127.0.0.1",
-            ],
-        )
-        context = browser.new_context(ignore_https_errors=True)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def _cli_in_a_process(env: Env, cache_home: Path, *args: str) -> subprocess.CompletedProcess[str]:

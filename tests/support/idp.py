@@ -185,6 +185,23 @@ class TestIdP:
         return result
 
     def start(self) -> Self:
+        """Start the IdP; once in a while (a loaded machine) node prints nothing before the
+        timeout: one more try then, with the first try's stderr kept for the report."""
+        try:
+            return self._start_once()
+        except IdPStartError as first:
+            if "did not print READY" not in str(first):
+                raise
+            self._proc = None
+            self._stdout_lines = queue.Queue()
+            self._stderr_chunks = []
+            self._threads = []
+            try:
+                return self._start_once()
+            except IdPStartError as second:
+                raise IdPStartError(f"{second}\n(first try: {first})") from None
+
+    def _start_once(self) -> Self:
         if self._proc is not None:
             raise RuntimeError("TestIdP already started")
         if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
