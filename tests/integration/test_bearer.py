@@ -111,10 +111,9 @@ def _spoiled(gate: Gate) -> dict[str, str]:
         "two parts": f"{head}.{body}",
     }
     for mode in ("alg-none", "other-key", "unknown-kid", "bad-signature", "no-signature",
-                 "wrong-iss", "wrong-aud", "several-aud-no-azp", "not-yet-valid", "no-sub"):
+                 "wrong-iss", "wrong-aud", "several-aud-no-azp", "not-yet-valid", "no-sub",
+                 "expired"):
         cases[f"IdP's {mode}"] = tokens_for(gate, "carol@example.com", tamper=mode)["id_token"]
-    # expired: the IdP's token with exp in the past cannot be made without its key; a token
-    # whose exp was edited is a forged one, refused for its signature (above).
     return cases
 
 
