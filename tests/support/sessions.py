@@ -37,3 +37,19 @@ async def fresh(state: AuthzState) -> None:
     """Poll the store's event feed once, as a worker's feed task does: while it is fresh (1 s),
     the worker may use its caches and kept answers."""
     await state.sessions.poll()
+
+
+def previous_format(session: Session) -> dict[str, Any]:
+    """What the releases before the session store sealed into the cookie ("authgate session
+    v1"): the whole session. Only for tests showing such cookies are no session now."""
+    ident = session.identity
+    return {
+        "sid": session.sid,
+        "iat": session.issued_at,
+        "exp": session.expires_at,
+        "claims": ident.claims,
+        "user": ident.user,
+        "email": ident.email,
+        "name": ident.name,
+        "groups": list(ident.groups),
+    }

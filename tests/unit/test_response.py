@@ -22,7 +22,7 @@ from authgate.contract import JWKS_PATH
 from authgate.session import SealedBox, Session
 from authgate.session.reference import ReferenceCodec, SessionRef
 from tests.support.checks import check_request
-from tests.support.sessions import mint
+from tests.support.sessions import mint, previous_format
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
@@ -474,8 +474,8 @@ async def _bad_cookies(state: AuthzState) -> list[tuple[str, str]]:
     other_purpose = SealedBox(COOKIE_SECRET, "authgate hand-off v1").seal(ref.to_wire(), JENKINS)
     # The previous release's cookie (the whole session sealed, "authgate session v1") of a live
     # session: no longer read, its user signs in again.
-    previous_format = SealedBox(COOKIE_SECRET, "authgate session v1").seal(
-        live.to_payload(), JENKINS
+    old_cookie = SealedBox(COOKIE_SECRET, "authgate session v1").seal(
+        previous_format(live), JENKINS
     )
     revoked_session, revoked = await session_cookie(state)
     await state.sessions.revoke(revoked_session.sid)
@@ -495,7 +495,7 @@ async def _bad_cookies(state: AuthzState) -> list[tuple[str, str]]:
         ("expired", expired),
         ("other secret", foreign),
         ("other purpose", other_purpose),
-        ("previous format", previous_format),
+        ("previous format", old_cookie),
         ("revoked", revoked),
         ("unknown session", unknown),
         ("other start", other_start),

@@ -19,6 +19,7 @@ from authgate.session.cookies import (
     without_cookies,
 )
 from authgate.session.reference import PURPOSE, ReferenceCodec, SessionRef
+from tests.support.sessions import previous_format
 
 MASTER = os.urandom(32)
 BOX = SealedBox(MASTER, "authgate session v1")
@@ -288,7 +289,7 @@ def test_cookie_of_the_previous_format_is_no_session() -> None:
     such a cookie is no session now (its user signs in again), even though it holds a sid, iat
     and exp."""
     session = make_session()
-    old = SealedBox(MASTER, "authgate session v1").seal(session.to_payload(), HOST)
+    old = SealedBox(MASTER, "authgate session v1").seal(previous_format(session), HOST)
     codec = ReferenceCodec(MASTER)
     assert codec.decode(old, HOST, now=NOW) is None
     assert codec.cached == 0

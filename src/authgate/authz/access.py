@@ -2,7 +2,6 @@
 
 import math
 import re
-from dataclasses import replace
 from urllib.parse import quote
 
 import structlog
@@ -74,9 +73,14 @@ def _without_own_cookies(state: AuthzState, ctx: RequestContext) -> list[tuple[s
 
 
 def forward(
-    state: AuthzState, route: RouteRuntime, ctx: RequestContext, session: Session | None
+    state: AuthzState,
+    route: RouteRuntime,
+    ctx: RequestContext,
+    session: Session | None,
+    token_in_authorization: bool = False,
 ) -> Allow:
-    """Forward with every client-sent identity header removed and ours set (overwrite)."""
+    """Forward with every client-sent identity header removed and ours set (overwrite).
+    `token_in_authorization`: authgate read `Authorization`, which is then not the app's."""
     set_headers: list[tuple[str, str]] = []
     # The same request gets the same answer until the session ends or the assertion is
     # re-signed. A session cookie that is no session now is not cached (it may be one later).
@@ -116,6 +120,8 @@ def forward(
         remove.append("cookie")  # nothing but authgate's cookies
     if not ctx.generated_envoy:  # the generated Envoy removes these itself
         remove += [name for name in UNTRUSTED_FORWARDING_HEADERS if name in ctx.headers]
+    if token_in_authorization:
+        remove.append("authorization")
     return Allow(
         set_headers=tuple(set_headers),
         remove_headers=tuple(remove),
@@ -132,7 +138,7 @@ def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -
     )
 
 
-async def _who(
+async def who_is(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
 ) -> tuple[Session | None, bool] | Respond:
     """The session (and whether it came from the `Authorization` header), or an answer for a
@@ -154,10 +160,10 @@ async def _who(
 async def check_route(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
 ) -> Decision:
-    who_is = await _who(state, route, ctx)
-    if isinstance(who_is, Respond):
-        return who_is
-    session, from_authorization = who_is
+    found = await who_is(state, route, ctx)
+    if isinstance(found, Respond):
+        return found
+    session, from_authorization = found
     inp = PolicyInput(
         identity=session.identity if session else None,
         method=ctx.method,
@@ -167,10 +173,7 @@ async def check_route(
         headers=ctx.headers,
     )
     if route.policy.allowed(inp):
-        allow = forward(state, route, ctx, session)
-        if from_authorization:  # the token authgate read is not the app's
-            return replace(allow, remove_headers=(*allow.remove_headers, "authorization"))
-        return allow
+        return forward(state, route, ctx, session, from_authorization)
     if session is None:
         return not_signed_in(state, route, ctx)
     # The explanation is computed only here, off the allow path.

@@ -10,10 +10,9 @@ from authgate.authn.programmatic import programmatic_login
 from authgate.authn.sign_in import start_login
 from authgate.authn.sign_out import route_sign_out
 from authgate.authz import pages
+from authgate.authz.access import who_is
 from authgate.authz.context import RequestContext
-from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Respond
-from authgate.authz.presented_tokens import presented_token, token_session
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime, RuntimeConfig
 from authgate.contract import JWKS_PATH, SIGN_OUT_PATH, Endpoint, route_host_endpoint
@@ -84,14 +83,10 @@ def explain_claims(session: Session) -> dict[str, object]:
 async def user_info(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     """Who is signed in: a page for browsers, JSON for scripts (which may present a token, e.g.
     `authgate login` checking the one it keeps)."""
-    presented = presented_token(state, route, ctx)
-    if presented is not None:
-        outcome = await token_session(state, route, presented)
-        if isinstance(outcome, Respond):
-            return outcome
-        session: Session | None = outcome
-    else:
-        session = await current_session(state, route, ctx)
+    found = await who_is(state, route, ctx)
+    if isinstance(found, Respond):
+        return found
+    session = found[0]
     if session is None:
         if not ctx.wants_html:
             return pages.json_answer(401, {"error": "unauthenticated", "message": "sign in first"})

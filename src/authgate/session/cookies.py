@@ -44,10 +44,6 @@ def parse_cookie_headers(headers: Iterable[bytes]) -> list[tuple[str, str]]:
     return pairs
 
 
-def cookie_values(pairs: Iterable[tuple[str, str]], name: str) -> list[str]:
-    return [value for key, value in pairs if key == name]
-
-
 def first_cookie(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
     for key, value in pairs:
         if key == name:

@@ -18,7 +18,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -54,11 +54,9 @@ Refresher = Callable[[IdpTokens], Awaitable[Refreshed | None]]
 @dataclass(slots=True)
 class _Cached:
     session: Session | None  # None: gone (revoked, unknown, ended)
-    version: int = 0
     refreshed_at: float = 0.0
     last_seen: float = 0.0  # as far as this worker knows
     touched_at: float = 0.0  # when this worker last wrote last_seen to the store
-    tokens: IdpTokens = field(default_factory=IdpTokens)
     retry_refresh_at: float = 0.0
 
 
@@ -126,7 +124,7 @@ class SessionManager:
             version=1,
         )
         await self.store.create(record)
-        self._remember(record.sid, _Cached(session, 1, now, now, now, tokens))
+        self._remember(record.sid, _Cached(session, now, now, now))
         return session
 
     async def load(self, ref: SessionRef, now: float | None = None) -> Session | None:
@@ -247,11 +245,9 @@ class SessionManager:
             )
             cached = _Cached(
                 session,
-                record.version,
                 record.refreshed_at,
                 record.last_seen,
                 record.last_seen,  # a touch is due when the store's last_seen is old
-                data.tokens,
             )
         if self.fresh():
             self._remember(sid, cached)
