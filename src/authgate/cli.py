@@ -27,6 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         runtime_dir=args.runtime_dir,
         envoy_log_level=args.envoy_log_level,
+        watch=not args.no_watch,
     )
 
 
@@ -186,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where sockets and the generated Envoy config go (default: a temp dir)",
     )
     run.add_argument("--envoy-log-level", default="warning", help="Envoy's --log-level")
+    run.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not reload when the config file or the files it names (certificates, "
+        "secrets) change; SIGHUP still reloads",
+    )
     run.set_defaults(func=cmd_run)
 
     authz = sub.add_parser(

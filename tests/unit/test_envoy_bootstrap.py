@@ -106,8 +106,14 @@ def test_ext_authz_fails_closed() -> None:
     assert authz["failure_mode_allow"] is False  # spelled out, not just the proto default
     assert authz["status_on_error"] == {"code": "ServiceUnavailable"}
     assert authz["transport_api_version"] == "V3"
-    assert authz["grpc_service"] == {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
-                                     "timeout": "3s"}
+    service = authz["grpc_service"]
+    retry = service.pop("retry_policy")
+    assert service == {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": "3s"}
+    # Only a Check that never reached a live worker is retried, on another worker; the per-try
+    # timeout (Envoy derives it from max_interval) is the whole timeout.
+    assert retry["retry_on"] == "connect-failure,refused-stream,reset,unavailable"
+    assert retry["retry_back_off"]["max_interval"] == "3s"
+    assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
     assert "with_request_body" not in authz
     assert "http_service" not in authz
     assert authz["encode_raw_headers"] is True  # cookie bytes as sent, repeated headers apart

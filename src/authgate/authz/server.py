@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import structlog
 import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authgate._pb.envoy.service.auth.v3 import external_auth_pb2
 from authgate.authz.decision import Allow
@@ -23,6 +24,8 @@ log = structlog.get_logger("authgate.authz")
 
 
 SERVICE = "envoy.service.auth.v3.Authorization"
+# In-flight Checks get this long to finish after SIGTERM (a reload drains old workers this way).
+STOP_GRACE_S = 2.0
 
 
 class AuthorizationServicer:
@@ -87,21 +90,29 @@ async def serve(
     feed = asyncio.create_task(state.sessions.run_feed())
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     add_servicer(server, AuthorizationServicer(state))
+    # grpc.health.v1 for Envoy's active health checks: `authgate run` restarts a dead worker
+    # and Envoy only sends Checks to the ones that answer SERVING.
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = _grpc_address(listen)
     if address.startswith("unix:"):
         Path(address.removeprefix("unix:")).unlink(missing_ok=True)
     if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
         raise OSError(f"cannot listen on {listen}")
     await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     if ready_file is not None:
-        ready_file.write_text(str(os.getpid()))
+        partial = ready_file.with_name(ready_file.name + ".tmp")
+        partial.write_text(str(os.getpid()))
+        partial.replace(ready_file)  # readers never see an empty pid
     print(f"authgate authz: serving ext_authz on {address}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop(grace=1.0)
+    await health_servicer.enter_graceful_shutdown()  # NOT_SERVING: Envoy stops sending Checks
+    await server.stop(grace=STOP_GRACE_S)
     feed.cancel()
     await state.sessions.aclose()
     await state.oidc.aclose()

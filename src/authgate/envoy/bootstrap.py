@@ -130,6 +130,13 @@ from authgate.contract import (
     UNTRUSTED_FORWARDING_HEADERS,
     RouteKind,
 )
+from authgate.envoy.authz_resilience import (
+    authz_health_checks,
+    authz_lb_config,
+    authz_outlier_detection,
+    authz_retry_policy,
+    fix_snake_case,
+)
 from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
@@ -244,6 +251,7 @@ def _ext_authz_filter(authz_timeout_s: float) -> HttpFilter:
         grpc_service=GrpcService(
             envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
             timeout=timedelta(seconds=authz_timeout_s),
+            retry_policy=authz_retry_policy(authz_timeout_s),
         ),
         transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,
@@ -534,7 +542,8 @@ def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
 # ---------------------------------------------------------------------------- clusters
 
 
-def build_authz_cluster(authz_endpoints: Sequence[str]) -> Cluster:
+def build_authz_cluster(authz_endpoints: Sequence[str], health_checked: bool = False) -> Cluster:
+    """`health_checked`: the endpoints serve grpc.health.v1 (`authgate authz` does)."""
     if not authz_endpoints:
         raise ValueError("at least one authz endpoint is required")
     addresses = [parse_address(e) for e in authz_endpoints]
@@ -555,6 +564,10 @@ def build_authz_cluster(authz_endpoints: Sequence[str]) -> Cluster:
         typed_extension_protocol_options={UPSTREAM_HTTP_OPTIONS: _pack(http2)},
         circuit_breakers=CircuitBreakers(thresholds=[limits]),
         load_assignment=_load_assignment(AUTHZ_CLUSTER, (Endpoint(address=a) for a in addresses)),
+        # A dead or restarting worker gets no Check (authgate run restarts it).
+        health_checks=authz_health_checks() if health_checked else [],
+        outlier_detection=authz_outlier_detection(),
+        common_lb_config=authz_lb_config(),
     )
 
 
@@ -652,6 +665,7 @@ def build_bootstrap(
     admin_address: str,
     authz_timeout_s: float = 3.0,
     upstream_ca_file: str = SYSTEM_CA_FILE,
+    authz_health_checked: bool = False,
 ) -> dict[str, Any]:
     """The Envoy bootstrap as a proto-JSON dict (snake_case keys), ready for YAML or JSON."""
     bootstrap = Bootstrap(
@@ -661,13 +675,14 @@ def build_bootstrap(
         static_resources=BootstrapStaticResources(
             listeners=[build_listener(cfg, authz_timeout_s)],
             clusters=[
-                build_authz_cluster(authz_endpoints),
+                build_authz_cluster(authz_endpoints, authz_health_checked),
                 *(build_upstream_cluster(rt, upstream_ca_file) for rt in cfg.routes),
             ],
         ),
     )
     doc: dict[str, Any] = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     _spell_out_fail_closed(doc)
+    fix_snake_case(doc)
     for layer in doc["layered_runtime"]["layers"]:  # Struct numbers are doubles; write 32768
         layer["static_layer"] = {
             k: int(v) if isinstance(v, float) and v.is_integer() else v

@@ -12,6 +12,8 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from authgate.supervise.lifeline import die_with_parent
+
 CONFIG_NAME = "envoy.yaml"
 LOG_NAME = "envoy.log"
 _TAIL_LINES = 30
@@ -75,10 +77,12 @@ class EnvoyProcess:
         workdir: Path,
         log_level: str = "warning",
         concurrency: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.log_level = log_level
         self.concurrency = concurrency
+        self.extra_args = extra_args
         if isinstance(config, Path):
             self.config_path = config
             loaded = yaml.safe_load(config.read_text())
@@ -103,18 +107,30 @@ class EnvoyProcess:
         ]
         if self.concurrency is not None:
             cmd += ["--concurrency", str(self.concurrency)]
-        return cmd
+        return [*cmd, *self.extra_args]
 
-    def start(self) -> None:
+    def start(self, *, append_log: bool = False) -> None:
         if self._proc is not None:
             raise RuntimeError("Envoy is already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.config_path == self.workdir / CONFIG_NAME:
             _write_config(self.config, self.config_path)
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab" if append_log else "wb")
         self._proc = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C reaches only whoever started Envoy,
+            # which stops it in order; the parent-death signal covers a parent that is killed.
+            process_group=0,
+            preexec_fn=die_with_parent(),
         )
+
+    def restart(self) -> None:
+        """Start again after an exit, with the same config (its log continues)."""
+        self.stop()
+        self.start(append_log=True)
 
     def poll(self) -> int | None:
         """None while running, else the exit status (also None if never started)."""
@@ -130,6 +146,11 @@ class EnvoyProcess:
         base, transport = _admin_base(self.config)
         with httpx.Client(transport=transport, base_url=base, timeout=timeout) as client:
             return client.get(path)
+
+    def admin_post(self, path: str, timeout: float = 2.0) -> httpx.Response:
+        base, transport = _admin_base(self.config)
+        with httpx.Client(transport=transport, base_url=base, timeout=timeout) as client:
+            return client.post(path)
 
     def wait_ready(self, timeout: float = 20) -> None:
         """Poll the admin `/ready` until LIVE; RuntimeError with Envoy's output otherwise."""

@@ -1,0 +1,148 @@
+"""File-based xDS for `authgate run`: Envoy's listeners, routes, clusters and TLS certificates
+live in files that Envoy watches, so a reload changes them in place (no second Envoy, no hot
+restart, no dropped connection).
+
+The static bootstrap from `build_bootstrap()` stays the single source of what Envoy runs:
+`split()` turns it into a small bootstrap (node, admin, runtime, `dynamic_resources`) and four
+resource sets:
+- CDS: every cluster (the authz cluster names the current generation's worker sockets);
+- RDS: each HTTP connection manager's route table, so a route change reaches open connections
+  without draining the listener;
+- SDS: each listener's certificate and key, inlined, so a renewed certificate is served on the
+  next TLS handshake without touching the listener;
+- LDS: the listeners, pointing at the RDS and SDS resources by name.
+Each set is one JSON DiscoveryResponse in its own directory, replaced by rename (Envoy watches the
+directory for moves, never reads a half-written file).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_TYPE = "type.googleapis.com/"
+LISTENER_TYPE = _TYPE + "envoy.config.listener.v3.Listener"
+CLUSTER_TYPE = _TYPE + "envoy.config.cluster.v3.Cluster"
+ROUTE_TYPE = _TYPE + "envoy.config.route.v3.RouteConfiguration"
+SECRET_TYPE = _TYPE + "envoy.extensions.transport_sockets.tls.v3.Secret"
+HCM_TYPE = (
+    _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+DOWNSTREAM_TLS_TYPE = _TYPE + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+KINDS = ("sds", "cds", "rds", "lds")  # the order a change is written in: referents first
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Envoy's resources by kind (`KINDS`), each a list of proto-JSON dicts with `@type`."""
+
+    by_kind: dict[str, list[dict[str, Any]]]
+
+    def fingerprint(self, kind: str) -> str:
+        text = json.dumps(self.by_kind[kind], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _source(directory: Path, kind: str) -> dict[str, Any]:
+    folder = directory / kind
+    return {
+        "path_config_source": {
+            "path": str(folder / f"{kind}.json"),
+            "watched_directory": {"path": str(folder)},
+        },
+        "resource_api_version": "V3",
+    }
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _certificates_to_sds(
+    tls: dict[str, Any], listener: str, directory: Path, secrets: list[dict[str, Any]]
+) -> None:
+    common = tls.setdefault("common_tls_context", {})
+    refs = []
+    for index, cert in enumerate(common.pop("tls_certificates", [])):
+        name = f"{listener}-cert-{index}"
+        inlined = {}
+        for field in ("certificate_chain", "private_key"):
+            source = cert[field]
+            inlined[field] = (
+                {"inline_string": _read(source["filename"])} if "filename" in source else source
+            )
+        secrets.append({"@type": SECRET_TYPE, "name": name, "tls_certificate": inlined})
+        refs.append({"name": name, "sds_config": _source(directory, "sds")})
+    if refs:
+        common["tls_certificate_sds_secret_configs"] = refs
+
+
+def _dynamic_listener(
+    listener: dict[str, Any], directory: Path, routes: list[dict[str, Any]],
+    secrets: list[dict[str, Any]],
+) -> dict[str, Any]:
+    listener = copy.deepcopy(listener)
+    name = listener["name"]
+    for chain in listener.get("filter_chains", []):
+        for net_filter in chain.get("filters", []):
+            hcm = net_filter.get("typed_config", {})
+            if hcm.get("@type") == HCM_TYPE and "route_config" in hcm:
+                table = hcm.pop("route_config")
+                table["name"] = f"{name}-{table.get('name', 'routes')}"
+                routes.append({"@type": ROUTE_TYPE, **table})
+                hcm["rds"] = {
+                    "config_source": _source(directory, "rds"),
+                    "route_config_name": table["name"],
+                }
+        socket = chain.get("transport_socket", {}).get("typed_config", {})
+        if socket.get("@type") == DOWNSTREAM_TLS_TYPE:
+            _certificates_to_sds(socket, name, directory, secrets)
+    return {"@type": LISTENER_TYPE, **listener}
+
+
+def split(static_bootstrap: dict[str, Any], directory: Path) -> tuple[dict[str, Any], Resources]:
+    """(the dynamic bootstrap, its resources). Reads the certificate files the listeners name:
+    OSError if one cannot be read (a reload then keeps the old configuration)."""
+    static = static_bootstrap.get("static_resources", {})
+    routes: list[dict[str, Any]] = []
+    secrets: list[dict[str, Any]] = []
+    listeners = [
+        _dynamic_listener(listener, directory, routes, secrets)
+        for listener in static.get("listeners", [])
+    ]
+    clusters = [{"@type": CLUSTER_TYPE, **cluster} for cluster in static.get("clusters", [])]
+    bootstrap = {k: v for k, v in static_bootstrap.items() if k != "static_resources"}
+    bootstrap["dynamic_resources"] = {
+        "lds_config": _source(directory, "lds"),
+        "cds_config": _source(directory, "cds"),
+    }
+    resources = Resources({"sds": secrets, "cds": clusters, "rds": routes, "lds": listeners})
+    return bootstrap, resources
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp: mode 0600 (SDS holds private keys)
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(resources: Resources, directory: Path, kinds: tuple[str, ...] = KINDS) -> None:
+    """Write `kinds` (in that order); Envoy picks each file up as it is renamed into place."""
+    for kind in kinds:
+        response = {
+            "version_info": resources.fingerprint(kind),
+            "resources": resources.by_kind[kind],
+        }
+        _write_atomically(directory / kind / f"{kind}.json", json.dumps(response, indent=1))

@@ -1,0 +1,57 @@
+"""Notice changes to the config file and the files it names (certificates, secrets)."""
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from authgate.config.schema import Settings
+
+Stamp = tuple[int, int, str] | None
+
+
+def files_named_by(settings: Settings) -> list[Path]:
+    """Every `*_file` key of the config, and of its routes (tls_custom_ca_file...)."""
+    found: list[Path] = []
+
+    def collect(values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if key.endswith("_file") and isinstance(value, str) and value:
+                found.append(Path(value))
+
+    dumped = settings.model_dump()
+    collect(dumped)
+    for route in dumped.get("routes") or []:
+        if isinstance(route, dict):
+            collect(route)
+    return found
+
+
+def _stamp(path: Path) -> Stamp:
+    """mtime, size and a digest: a renewed certificate copied in place within the same second
+    still counts as changed."""
+    try:
+        stat = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, digest)
+
+
+class FileWatch:
+    """Polled (no dependency, works on every file system, bind mounts and Kubernetes secret
+    volumes' symlink swaps included)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = list(dict.fromkeys(paths))
+        self._stamps = {path: _stamp(path) for path in self.paths}
+
+    def changed(self) -> list[Path]:
+        """The files that changed since the last call (or since creation)."""
+        moved = []
+        for path in self.paths:
+            stamp = _stamp(path)
+            if stamp != self._stamps[path]:
+                self._stamps[path] = stamp
+                moved.append(path)
+        return moved
