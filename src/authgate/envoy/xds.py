@@ -5,7 +5,10 @@ restart, no dropped connection).
 The static bootstrap from `build_bootstrap()` stays the single source of what Envoy runs:
 `split()` turns it into a small bootstrap (node, admin, runtime, `dynamic_resources`) and four
 resource sets:
-- CDS: every cluster (the authz cluster names the current generation's worker sockets);
+- CDS: every cluster;
+- EDS: the authz cluster's endpoints (the workers' sockets). A reload changes only these, in
+  place: replacing the cluster would reset the Checks in flight on it (Envoy shuts down a
+  replaced cluster's gRPC client), while endpoints removed by EDS drain;
 - RDS: each HTTP connection manager's route table, so a route change reaches open connections
   without draining the listener;
 - SDS: each listener's certificate and key, inlined, so a renewed certificate is served on the
@@ -31,11 +34,12 @@ LISTENER_TYPE = _TYPE + "envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = _TYPE + "envoy.config.cluster.v3.Cluster"
 ROUTE_TYPE = _TYPE + "envoy.config.route.v3.RouteConfiguration"
 SECRET_TYPE = _TYPE + "envoy.extensions.transport_sockets.tls.v3.Secret"
+ENDPOINTS_TYPE = _TYPE + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 HCM_TYPE = (
     _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
 DOWNSTREAM_TLS_TYPE = _TYPE + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
-KINDS = ("sds", "cds", "rds", "lds")  # the order a change is written in: referents first
+KINDS = ("sds", "eds", "cds", "rds", "lds")  # the order a change is written in: referents first
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,17 @@ class Resources:
     def fingerprint(self, kind: str) -> str:
         text = json.dumps(self.by_kind[kind], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def endpoints_with(self, other: Resources) -> Resources:
+        """These resources with `other`'s endpoints added (old and new workers, during a
+        switch)."""
+        merged = copy.deepcopy(self.by_kind)
+        extra = {a["cluster_name"]: a for a in other.by_kind["eds"]}
+        for assignment in merged["eds"]:
+            theirs = extra.get(assignment["cluster_name"])
+            if theirs is not None:
+                assignment["endpoints"] = [*assignment["endpoints"], *theirs["endpoints"]]
+        return Resources(merged)
 
 
 def _source(directory: Path, kind: str) -> dict[str, Any]:
@@ -61,7 +76,10 @@ def _source(directory: Path, kind: str) -> dict[str, Any]:
 
 
 def _read(path: str) -> str:
-    return Path(path).read_text()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise OSError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _certificates_to_sds(
@@ -106,9 +124,28 @@ def _dynamic_listener(
     return {"@type": LISTENER_TYPE, **listener}
 
 
-def split(static_bootstrap: dict[str, Any], directory: Path) -> tuple[dict[str, Any], Resources]:
-    """(the dynamic bootstrap, its resources). Reads the certificate files the listeners name:
-    OSError if one cannot be read (a reload then keeps the old configuration)."""
+def _endpoints_to_eds(
+    cluster: dict[str, Any], directory: Path, assignments: list[dict[str, Any]]
+) -> dict[str, Any]:
+    cluster = copy.deepcopy(cluster)
+    assignment = cluster.pop("load_assignment")
+    cluster["type"] = "EDS"
+    cluster["eds_cluster_config"] = {
+        "eds_config": _source(directory, "eds"),
+        "service_name": cluster["name"],
+    }
+    # A worker left out of EDS gets no new Check even while it still answers health checks.
+    cluster["ignore_health_on_host_removal"] = True
+    assignments.append({"@type": ENDPOINTS_TYPE, **assignment, "cluster_name": cluster["name"]})
+    return cluster
+
+
+def split(
+    static_bootstrap: dict[str, Any], directory: Path, eds_clusters: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Resources]:
+    """(the dynamic bootstrap, its resources); the endpoints of `eds_clusters` go to EDS.
+    Reads the certificate files the listeners name: OSError if one cannot be read (a reload then
+    keeps the old configuration)."""
     static = static_bootstrap.get("static_resources", {})
     routes: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
@@ -116,13 +153,26 @@ def split(static_bootstrap: dict[str, Any], directory: Path) -> tuple[dict[str, 
         _dynamic_listener(listener, directory, routes, secrets)
         for listener in static.get("listeners", [])
     ]
-    clusters = [{"@type": CLUSTER_TYPE, **cluster} for cluster in static.get("clusters", [])]
+    assignments: list[dict[str, Any]] = []
+    clusters = [
+        {
+            "@type": CLUSTER_TYPE,
+            **(
+                _endpoints_to_eds(cluster, directory, assignments)
+                if cluster.get("name") in eds_clusters
+                else cluster
+            ),
+        }
+        for cluster in static.get("clusters", [])
+    ]
     bootstrap = {k: v for k, v in static_bootstrap.items() if k != "static_resources"}
     bootstrap["dynamic_resources"] = {
         "lds_config": _source(directory, "lds"),
         "cds_config": _source(directory, "cds"),
     }
-    resources = Resources({"sds": secrets, "cds": clusters, "rds": routes, "lds": listeners})
+    resources = Resources(
+        {"sds": secrets, "eds": assignments, "cds": clusters, "rds": routes, "lds": listeners}
+    )
     return bootstrap, resources
 
 

@@ -21,20 +21,25 @@ def authz_hosts(envoy: EnvoyProcess) -> dict[str, bool]:
             path = host.get("address", {}).get("pipe", {}).get("path")
             health = host.get("health_status", {})
             if path:
-                hosts[path] = not health.get("failed_active_health_check", False)
+                hosts[path] = health.get("eds_health_status", "HEALTHY") == "HEALTHY" and not (
+                    health.get("failed_active_health_check") or health.get("pending_active_hc")
+                )
         return hosts
     return {}
 
 
-def wait_for_authz_hosts(envoy: EnvoyProcess, sockets: set[str], timeout: float) -> bool:
-    """True once Envoy sends Checks to exactly `sockets`, all healthy."""
+def wait_for_authz_hosts(
+    envoy: EnvoyProcess, sockets: set[str], timeout: float, *, only: bool
+) -> bool:
+    """True once all of `sockets` are healthy authz hosts in Envoy (`only`: and no other)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             hosts = authz_hosts(envoy)
         except (httpx.HTTPError, ValueError):
             hosts = {}
-        if set(hosts) == sockets and all(hosts.values()):
+        healthy = {path for path, ok in hosts.items() if ok}
+        if sockets <= healthy and (not only or set(hosts) == sockets):
             return True
         time.sleep(0.05)
     return False

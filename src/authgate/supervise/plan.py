@@ -16,7 +16,7 @@ from authgate.config.runtime import (
 )
 from authgate.config.schema import Settings
 from authgate.envoy import validate_config
-from authgate.envoy.bootstrap import build_bootstrap
+from authgate.envoy.bootstrap import AUTHZ_CLUSTER, build_bootstrap
 from authgate.envoy.xds import Resources, split
 
 # Envoy drains a replaced listener's connections this long (HTTP/1: `Connection: close` on the
@@ -57,6 +57,7 @@ def envoy_resources(
         admin_address=f"unix:{runtime_dir / 'admin.sock'}",
         authz_health_checked=True,
     )
+    split_up = split(static, runtime_dir / "xds", eds_clusters=(AUTHZ_CLUSTER,))  # reads certs
     if validate:  # ~40 ms: catches what only Envoy knows (a certificate that does not parse...)
         validate_config(static, runtime_dir)
-    return split(static, runtime_dir / "xds")
+    return split_up

@@ -73,6 +73,8 @@ class Supervisor:
         self.watch_enabled = watch
         self.generated: dict[str, str] = {}
         self.plan: Plan | None = None
+        self.resources: xds.Resources | None = None  # what Envoy's xDS files say now
+        self.xds_dir = self.runtime_dir / "xds"
         self.workers: WorkerSet | None = None
         self.envoy: EnvoyProcess | None = None
         self.envoy_restarts = Restarts("envoy")
@@ -128,10 +130,10 @@ class Supervisor:
             self.restarts += 1
         self.on_child_exit(worker, pid)
 
-    def _watch(self, plan: Plan) -> FileWatch | None:
+    def _watch(self, plan: Plan, seen: FileWatch | None = None) -> FileWatch | None:
         if not self.watch_enabled:
             return None
-        return FileWatch([self.config, *files_named_by(plan.settings)])
+        return FileWatch([self.config, *files_named_by(plan.settings)], seen)
 
     def start(self) -> None:
         plan = load_plan(self.config, self.generated)
@@ -153,7 +155,8 @@ class Supervisor:
         bootstrap, resources = envoy_resources(
             plan, workers.endpoints(), self.runtime_dir, validate=False
         )
-        xds.write(resources, self.runtime_dir / "xds")
+        xds.write(resources, self.xds_dir)
+        self.resources = resources
         self.envoy = EnvoyProcess(
             bootstrap,
             workdir=self.runtime_dir,
@@ -185,6 +188,10 @@ class Supervisor:
         assert self.workers is not None and self.envoy is not None and self.plan is not None
         say(f"reloading ({reason})")
         started = time.monotonic()
+        # Stamped before reading: a file changed from here on triggers the next reload.
+        seen = self.watch.snapshot() if self.watch is not None else None
+        if seen is not None:
+            self.watch = seen  # a refused config is not retried until a file changes again
         try:
             plan = load_plan(self.config, self.generated)
         except ConfigError as exc:
@@ -210,28 +217,56 @@ class Supervisor:
             new.stop(WORKER_STOP_TIMEOUT_S)
             self.generation -= 1
             return self._refused(str(exc))
-        old, old_plan = self.workers, self.plan
-        xds_dir = self.runtime_dir / "xds"
-        xds.write(resources, xds_dir, ("sds", "cds"))
-        sockets = {str(w.socket) for w in new.workers}
-        if not envoy_admin.wait_for_authz_hosts(self.envoy, sockets, SWITCH_TIMEOUT_S):
-            # Keep the old workers: Envoy still sends them Checks.
-            _, previous = envoy_resources(
-                old_plan, old.endpoints(), self.runtime_dir, validate=False
-            )
-            xds.write(previous, xds_dir)
+        ready_after = time.monotonic() - started
+        old, old_resources = self.workers, self.resources
+        assert old_resources is not None
+        if not self._switch(old_resources, resources, {str(w.socket) for w in new.workers}):
+            xds.write(old_resources, self.xds_dir)  # Envoy keeps sending Checks to the old
             new.stop(WORKER_STOP_TIMEOUT_S)
             self.generation = old.generation
-            return self._refused(f"Envoy did not switch to the new workers:\n"
-                                 f"{self.envoy.stderr_tail()}")
-        xds.write(resources, xds_dir, ("rds", "lds"))
-        self.workers, self.plan = new, plan
-        self.watch = self._watch(plan)
+            return self._refused(
+                f"Envoy did not take the new workers:\n{self.envoy.stderr_tail()}"
+            )
+        switched_after = time.monotonic() - started
+        self.workers, self.plan, self.resources = new, plan, resources
+        self.watch = self._watch(plan, seen)
         self.reloads += 1
         self._write_state()
-        old.stop(WORKER_STOP_TIMEOUT_S)  # they finish what Envoy already sent them
-        say(f"reloaded: generation {new.generation} serving "
-            f"({time.monotonic() - started:.1f} s)")
+        old.stop(WORKER_STOP_TIMEOUT_S)  # they finish the Checks Envoy sent them
+        say(f"reloaded: generation {new.generation} serving (workers ready after "
+            f"{ready_after:.1f} s, Envoy switched after {switched_after:.1f} s, old generation "
+            f"stopped after {time.monotonic() - started:.1f} s)")
+        return True
+
+    def _switch(self, old: xds.Resources, new: xds.Resources, sockets: set[str]) -> bool:
+        """Envoy from the old workers to the new ones without a Check failing: first both sets
+        (the new ones get Checks once they pass a health check), then only the new set (the old
+        ones finish what they have). Routes and listeners last: their clusters exist by then."""
+        assert self.envoy is not None
+        xds.write(new.endpoints_with(old), self.xds_dir, ("sds", "eds", "cds"))
+        if not envoy_admin.wait_for_authz_hosts(self.envoy, sockets, SWITCH_TIMEOUT_S, only=False):
+            return False
+        xds.write(new, self.xds_dir, ("eds",))
+        if not envoy_admin.wait_for_authz_hosts(self.envoy, sockets, SWITCH_TIMEOUT_S, only=True):
+            return False
+        xds.write(new, self.xds_dir, ("rds", "lds"))
+        return True
+
+    def reload_certificates(self, reason: str) -> bool:
+        """Only certificate files changed: new SDS secrets, same workers."""
+        assert self.workers is not None and self.plan is not None
+        say(f"reloading the certificates ({reason})")
+        try:
+            _, resources = envoy_resources(
+                self.plan, self.workers.endpoints(), self.runtime_dir, validate=True
+            )
+        except (ValueError, OSError) as exc:
+            return self._refused(str(exc))
+        xds.write(resources, self.xds_dir, ("sds",))
+        self.resources = resources
+        self.reloads += 1
+        self._write_state()
+        say("reloaded the certificates: new TLS connections get them")
         return True
 
     def _refused(self, why: str) -> bool:
@@ -268,12 +303,21 @@ class Supervisor:
             self.next_watch = now + WATCH_INTERVAL_S
             changed = self.watch.changed()
             if changed:
-                self.reload(", ".join(str(p) for p in changed) + " changed")
+                what = ", ".join(str(p) for p in changed) + " changed"
+                if set(changed) <= self._certificate_files():
+                    self.reload_certificates(what)
+                else:
+                    self.reload(what)
         pids = self.workers.pids()
         self.workers.supervise(time.monotonic())
         self._supervise_envoy(time.monotonic())
         if self.workers.pids() != pids:
             self._write_state()
+
+    def _certificate_files(self) -> set[Path]:
+        assert self.plan is not None
+        settings = self.plan.settings
+        return {Path(f) for f in (settings.certificate_file, settings.certificate_key_file) if f}
 
     def _write_state(self) -> None:
         """state.json in the runtime dir: the live pids, for operators and tests."""

@@ -42,9 +42,16 @@ class FileWatch:
     """Polled (no dependency, works on every file system, bind mounts and Kubernetes secret
     volumes' symlink swaps included)."""
 
-    def __init__(self, paths: Iterable[Path]) -> None:
+    def __init__(self, paths: Iterable[Path], seen: "FileWatch | None" = None) -> None:
+        """`seen`: a watch whose stamps count as already seen (taken before a config was read,
+        so a change made while it was being applied is still noticed)."""
         self.paths = list(dict.fromkeys(paths))
-        self._stamps = {path: _stamp(path) for path in self.paths}
+        earlier: dict[Path, Stamp] = seen._stamps if seen is not None else {}
+        self._stamps: dict[Path, Stamp] = {p: earlier[p] if p in earlier else _stamp(p) for p in self.paths}
+
+    def snapshot(self) -> "FileWatch":
+        """The same files, stamped now."""
+        return FileWatch(self.paths)
 
     def changed(self) -> list[Path]:
         """The files that changed since the last call (or since creation)."""
