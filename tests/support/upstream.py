@@ -3,7 +3,7 @@
 It listens on a Unix socket and/or on TCP ``127.0.0.1:<port>``, runs an aiohttp
 server on its own asyncio loop in a background thread, records every request,
 and answers every path with JSON describing what it saw.  ``/ws`` is a
-websocket echo endpoint.
+websocket echo endpoint; ``?sleep=S`` delays the answer S seconds (at most 10).
 
 Identity is derived from the ``x-pomerium-jwt-assertion`` header the way the
 Jenkins "JWT Auth" plugin (``JwtAuthSecurityRealm``, jose4j based) does when
@@ -598,6 +598,8 @@ class SampleUpstream:
             raw_headers=tuple((bytes(k), bytes(v)) for k, v in request.raw_headers),
         )
         self.requests.append(record)
+        if "sleep" in request.query:  # ?sleep=S: a slow answer (requests in flight at a stop)
+            await asyncio.sleep(min(float(request.query["sleep"]), 10.0))
         if is_ws:
             return await self._websocket(request, user)
 

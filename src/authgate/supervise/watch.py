@@ -1,5 +1,7 @@
 """Notice changes to the config file and the files it names (certificates, secrets)."""
 
+from __future__ import annotations
+
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,14 +44,16 @@ class FileWatch:
     """Polled (no dependency, works on every file system, bind mounts and Kubernetes secret
     volumes' symlink swaps included)."""
 
-    def __init__(self, paths: Iterable[Path], seen: "FileWatch | None" = None) -> None:
+    def __init__(self, paths: Iterable[Path], seen: FileWatch | None = None) -> None:
         """`seen`: a watch whose stamps count as already seen (taken before a config was read,
         so a change made while it was being applied is still noticed)."""
         self.paths = list(dict.fromkeys(paths))
         earlier: dict[Path, Stamp] = seen._stamps if seen is not None else {}
-        self._stamps: dict[Path, Stamp] = {p: earlier[p] if p in earlier else _stamp(p) for p in self.paths}
+        self._stamps: dict[Path, Stamp] = {
+            p: earlier[p] if p in earlier else _stamp(p) for p in self.paths
+        }
 
-    def snapshot(self) -> "FileWatch":
+    def snapshot(self) -> FileWatch:
         """The same files, stamped now."""
         return FileWatch(self.paths)
 
