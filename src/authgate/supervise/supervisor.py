@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -212,7 +213,7 @@ class Supervisor:
             return self._refused(str(exc))
         try:
             new.start()
-            new.wait_ready()
+            new.wait_ready(abort=lambda: self.stopping)  # SIGTERM must not wait for a reload
         except WorkerFailed as exc:
             new.stop(WORKER_STOP_TIMEOUT_S)
             self.generation -= 1
@@ -220,13 +221,17 @@ class Supervisor:
         ready_after = time.monotonic() - started
         old, old_resources = self.workers, self.resources
         assert old_resources is not None
-        if not self._switch(old_resources, resources, {str(w.socket) for w in new.workers}):
-            xds.write(old_resources, self.xds_dir)  # Envoy keeps sending Checks to the old
+        try:
+            switched = self._switch(old_resources, resources, {str(w.socket) for w in new.workers})
+            problem = f"Envoy did not take the new workers:\n{self.envoy.stderr_tail()}"
+        except OSError as exc:  # the xDS files could not be written
+            switched, problem = False, f"cannot write Envoy's configuration: {exc}"
+        if not switched:
+            with contextlib.suppress(OSError):
+                xds.write(old_resources, self.xds_dir)  # Envoy keeps sending Checks to the old
             new.stop(WORKER_STOP_TIMEOUT_S)
             self.generation = old.generation
-            return self._refused(
-                f"Envoy did not take the new workers:\n{self.envoy.stderr_tail()}"
-            )
+            return self._refused(problem)
         switched_after = time.monotonic() - started
         self.workers, self.plan, self.resources = new, plan, resources
         self.watch = self._watch(plan, seen)
@@ -262,7 +267,10 @@ class Supervisor:
             )
         except (ValueError, OSError) as exc:
             return self._refused(str(exc))
-        xds.write(resources, self.xds_dir, ("sds",))
+        try:
+            xds.write(resources, self.xds_dir, ("sds",))
+        except OSError as exc:
+            return self._refused(f"cannot write Envoy's configuration: {exc}")
         self.resources = resources
         self.reloads += 1
         self._write_state()

@@ -102,12 +102,16 @@ class WorkerSet:
         for worker in self.workers:
             self._spawn(worker)
 
-    def wait_ready(self, timeout: float = WORKER_START_TIMEOUT_S) -> None:
-        """WorkerFailed if one exits or is not serving within `timeout`."""
+    def wait_ready(
+        self, timeout: float = WORKER_START_TIMEOUT_S, abort: Callable[[], bool] = lambda: False
+    ) -> None:
+        """WorkerFailed if one exits or is not serving within `timeout`, or once `abort()`."""
         deadline = time.monotonic() + timeout
         for worker in self.workers:
             while not worker.serving():
                 assert worker.proc is not None
+                if abort():
+                    raise WorkerFailed("stopping")
                 if worker.proc.poll() is not None:
                     raise WorkerFailed(f"{worker.name} {_exit_text(worker.proc.returncode)}")
                 if time.monotonic() > deadline:
