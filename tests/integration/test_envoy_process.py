@@ -9,6 +9,8 @@ import base64
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -269,3 +271,53 @@ def test_two_envoys_run_side_by_side_and_stop(short_dir: Path) -> None:
         assert (short_dir / "a" / "envoy.yaml").is_file()
     assert first.poll() is None  # stopped and forgotten
     assert first.pid is None
+
+
+def test_envoy_dies_with_the_process_that_started_it(short_dir: Path) -> None:
+    """Even a SIGKILLed parent takes its Envoy along (parent-death signal), so no Envoy keeps
+    serving an old configuration on its own."""
+    port = free_port()
+    settings = {
+        "address": f"127.0.0.1:{port}",
+        "insecure_server": True,
+        "authenticate_service_url": f"http://authenticate.test:{port}",
+        "idp_provider_url": "https://idp.test",
+        "idp_client_id": "authgate",
+        "idp_client_secret": "secret",
+        "routes": [{"from": f"http://app.test:{port}", "to": "http://127.0.0.1:1"}],
+    }
+    parent_code = f"""
+import sys, time
+from pathlib import Path
+from authgate.config.load import settings_from_mapping
+from authgate.config.runtime import build_runtime
+from authgate.envoy import EnvoyProcess, build_bootstrap
+cfg = build_runtime(settings_from_mapping({settings!r}, environ={{}}), warn=False)
+doc = build_bootstrap(cfg, ["127.0.0.1:1"], admin_address="unix:{short_dir}/admin.sock")
+envoy = EnvoyProcess(doc, workdir=Path("{short_dir}"), concurrency=1)
+envoy.start()
+envoy.wait_ready()
+print(envoy.pid, flush=True)
+time.sleep(60)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert parent.stdout is not None
+        envoy_pid = int(parent.stdout.readline())
+        os.kill(envoy_pid, 0)  # running
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{envoy_pid}").exists():
+        assert time.monotonic() < deadline, "Envoy outlived its parent"
+        time.sleep(0.05)
+
+
+def test_restart_starts_again_with_the_same_config(stack: Stack) -> None:
+    first = stack.envoy.pid
+    stack.envoy.restart()
+    stack.envoy.wait_ready()
+    assert stack.envoy.pid != first
+    assert stack.get("/again").status_code == 200

@@ -106,6 +106,7 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_serving(
 ) -> None:
     good = config_of(gate)
     before = run_state(gate.stack.runtime_dir)
+    decided = jenkins_status(gate, cookies)
     refusals = gate.stack.log().count("reload refused")
     broken = config_of(gate)
     breakage(broken)
@@ -115,6 +116,7 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_serving(
         eventually(lambda: gate.stack.log().count("reload refused") > refusals, within=10)
         assert reason in gate.stack.log().split("reloading (")[-1]
         assert gate.get("other.test", "/", cookies["other.test"]).status_code == 200
+        assert jenkins_status(gate, cookies) == decided  # the old policies still decide
         assert run_state(gate.stack.runtime_dir)["generation"] == before["generation"]
         assert gate.stack.proc is not None and gate.stack.proc.poll() is None
     finally:
@@ -142,6 +144,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     eventually(lambda: served_certificate(gate.port) == new_der, within=10, step=0.2)
     after = run_state(gate.stack.runtime_dir)
     assert after["envoy_pid"] == before["envoy_pid"]
+    assert after["workers"] == before["workers"]  # a certificate alone needs no new workers
     assert gate.stack.proc is not None and gate.stack.proc.poll() is None
     # Sessions survive the reload; clients now trust the new CA.
     with httpx.Client(verify=renewed.client_ssl_context(), timeout=15) as client:
