@@ -43,6 +43,8 @@ def test_watch_sees_a_same_size_rewrite_and_a_removal(tmp_path: Path) -> None:
     cert.write_text("BBBB")  # same size, possibly the same mtime
     assert watch.changed() == [cert]
     assert watch.changed() == []
+    cert.write_text("BBBB")  # the same bytes again: nothing to reload
+    assert watch.changed() == []
     cert.unlink()
     assert watch.changed() == [cert]
 

@@ -215,8 +215,8 @@ class Supervisor:
             new.start()
             new.wait_ready(abort=lambda: self.stopping)  # SIGTERM must not wait for a reload
         except WorkerFailed as exc:
+            self.generation -= 1  # first: their exits are no restarts
             new.stop(WORKER_STOP_TIMEOUT_S)
-            self.generation -= 1
             return self._refused(str(exc))
         ready_after = time.monotonic() - started
         old, old_resources = self.workers, self.resources
@@ -229,8 +229,8 @@ class Supervisor:
         if not switched:
             with contextlib.suppress(OSError):
                 xds.write(old_resources, self.xds_dir)  # Envoy keeps sending Checks to the old
-            new.stop(WORKER_STOP_TIMEOUT_S)
             self.generation = old.generation
+            new.stop(WORKER_STOP_TIMEOUT_S)
             return self._refused(problem)
         switched_after = time.monotonic() - started
         self.workers, self.plan, self.resources = new, plan, resources

@@ -9,7 +9,7 @@ from typing import Any
 
 from authgate.config.schema import Settings
 
-Stamp = tuple[int, int, str] | None
+Stamp = str | None  # the content's digest; None: missing or unreadable
 
 
 def files_named_by(settings: Settings) -> list[Path]:
@@ -30,14 +30,12 @@ def files_named_by(settings: Settings) -> list[Path]:
 
 
 def _stamp(path: Path) -> Stamp:
-    """mtime, size and a digest: a renewed certificate copied in place within the same second
-    still counts as changed."""
+    """By content: a certificate renewed in place within the same second counts as changed, a
+    `touch` or a rewrite with the same bytes does not (no reload for nothing)."""
     try:
-        stat = path.stat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-    return (stat.st_mtime_ns, stat.st_size, digest)
 
 
 class FileWatch:
