@@ -171,6 +171,7 @@ async def check_route(
         source_ip=ctx.source_ip,
         now=state.clock(),
         headers=ctx.headers,
+        client_certificate=ctx.client_certificate,
     )
     if route.policy.allowed(inp):
         return forward(state, route, ctx, session, from_authorization)

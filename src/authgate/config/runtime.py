@@ -134,7 +134,12 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
             )
         seen_ids.add(rid)
         if urlsplit(route.from_).scheme != scheme:
-            fix = "use https:// routes with TLS" if settings.tls else "use http:// routes"
+            fix = "use http:// routes"
+            if settings.tls:
+                fix = (
+                    "use https:// routes (authenticate_service_url is https)"
+                    if settings.insecure_server else "use https:// routes with TLS"
+                )
             raise ConfigError(f"routes[{index}].from", f"scheme must be {scheme}", fix)
         policy = compile_route_policy(
             policy=route.policy,

@@ -19,6 +19,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from authgate.assertion.keys import split_pem_blocks
 from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
+from authgate.config.tls_schema import (
+    CertificatePair,
+    CodecType,
+    DownstreamMtls,
+    LoadBalancingPolicy,
+    RedirectOption,
+    ResponseOption,
+    check_listener_options,
+    check_route_options,
+)
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -337,7 +347,10 @@ class Route(BaseModel):
     id: str | None = None
     name: str | None = None
     from_: str = Field(alias="from")
-    to: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
+    # Optional with `redirect` or `response` (no upstream then).
+    to: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        default_factory=list
+    )
     # Matching (at most one; none = prefix `/`). Envoy matches, on the normalised path.
     prefix: str | None = None
     path: str | None = None
@@ -371,6 +384,18 @@ class Route(BaseModel):
     tls_skip_verify: bool = False
     tls_server_name: str | None = None
     tls_custom_ca_file: str | None = None
+    # pom-tls: upstream mTLS and inline CA, route actions and the upstream cluster's balancing.
+    tls_custom_ca: str | None = None  # base64 PEM
+    tls_upstream_server_name: str | None = None  # Pomerium's newer name for tls_server_name
+    tls_client_cert: str | None = None  # base64 PEM
+    tls_client_key: str | None = Field(default=None, repr=False)
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+    redirect: RedirectOption | None = None
+    response: ResponseOption | None = None
+    load_balancing_policy: LoadBalancingPolicy | None = None
+    health_checks: list[dict[str, Any]] = Field(default_factory=list)
+    outlier_detection: dict[str, Any] | None = None
     show_error_details: bool = False
     # Pomerium's key: how `Authorization: Bearer` is read on this route (None: the global one).
     bearer_token_format: BearerTokenFormat | None = None
@@ -389,8 +414,6 @@ class Route(BaseModel):
     @field_validator("to")
     @classmethod
     def _to_urls(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one upstream URL")
         for item in value:
             Upstream.parse(item)
         return value
@@ -471,7 +494,7 @@ class Route(BaseModel):
                 )
         return value
 
-    @field_validator("tls_server_name")
+    @field_validator("tls_server_name", "tls_upstream_server_name")
     @classmethod
     def _server_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?",
@@ -508,6 +531,7 @@ class Route(BaseModel):
             )
         self._check_rewrites()
         self._check_headers_and_tls()
+        check_route_options(self)
         if self.allow_public_unauthenticated_access and (
             self.policy
             or self.allow_any_authenticated_user
@@ -547,7 +571,9 @@ class Route(BaseModel):
                 "keep one"
             )
         tls_options = [
-            k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file")
+            k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file",
+                        "tls_custom_ca", "tls_upstream_server_name", "tls_client_cert",
+                        "tls_client_cert_file")
             if getattr(self, k)
         ]
         if tls_options and any(u.scheme != "https" for u in self.upstreams):
@@ -555,7 +581,7 @@ class Route(BaseModel):
                 f"{tls_options[0]} applies to https:// upstreams only; use https:// in `to` "
                 "or remove it"
             )
-        if self.tls_skip_verify and self.tls_custom_ca_file:
+        if self.tls_skip_verify and (self.tls_custom_ca_file or self.tls_custom_ca):
             raise ValueError(
                 "tls_skip_verify turns off the verification tls_custom_ca_file configures; "
                 "keep only one of them"
@@ -602,6 +628,18 @@ class Settings(BaseModel):
     insecure_server: bool = False
     certificate_file: str | None = None
     certificate_key_file: str | None = None
+    # pom-tls: more ways to give the listener's certificates, client certificates (mTLS),
+    # the CA trusted for https upstreams, running behind a TLS-terminating balancer.
+    certificate: str | None = Field(default=None, repr=False)  # base64 PEM
+    certificate_key: str | None = Field(default=None, repr=False)
+    certificates: list[CertificatePair] = Field(default_factory=list)
+    certificate_authority: str | None = None  # base64 PEM
+    certificate_authority_file: str | None = None
+    downstream_mtls: DownstreamMtls | None = None
+    xff_num_trusted_hops: int = Field(default=0, ge=0, le=16)
+    skip_xff_append: bool = False
+    codec_type: CodecType = "auto"
+    http_redirect_addr: str | None = None
     authenticate_service_url: str
     idp_provider: Literal["oidc"] = "oidc"
     idp_provider_url: str
@@ -684,11 +722,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
-        if not self.insecure_server and not (self.certificate_file and self.certificate_key_file):
-            raise ValueError(
-                "certificate_file and certificate_key_file are required; "
-                "set them, or set insecure_server: true for plain HTTP"
-            )
+        check_listener_options(self)
         if "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
         if self.databroker_storage_type == "redis":
@@ -730,6 +764,14 @@ class Settings(BaseModel):
 
     @property
     def tls(self) -> bool:
+        """Browsers reach authgate over https (secure cookies, https URLs): always with a TLS
+        listener, and with insecure_server behind a TLS-terminating balancer when the
+        authenticate_service_url (and so every route) is https."""
+        return not self.insecure_server or urlsplit(self.authenticate_service_url).scheme == "https"
+
+    @property
+    def terminates_tls(self) -> bool:
+        """Envoy's listener speaks TLS itself (insecure_server: plain HTTP)."""
         return not self.insecure_server
 
     @property
