@@ -211,8 +211,18 @@ def envoy_message(kind: str, value: dict[str, Any]) -> Any:
     message: type[HealthCheck] | type[OutlierDetection] = (
         HealthCheck if kind == "health_check" else OutlierDetection
     )
+    # from_dict cannot spell names with digits (`consecutive_5xx` comes out as
+    # `consecutive_5_xx`): such scalar fields are set by name afterwards.
+    fields = message.__dataclass_fields__
+    late = {k: v for k, v in value.items() if "_" in k and any(c.isdigit() for c in k)}
     try:
-        return message.from_dict(snake_to_camel(value))
+        parsed = message.from_dict(snake_to_camel({k: v for k, v in value.items()
+                                                   if k not in late}))
+        for key, item in late.items():
+            if key not in fields or not isinstance(item, int) or isinstance(item, bool):
+                raise ValueError(f"unknown field or not a number: {key}")
+            setattr(parsed, key, item)
+        return parsed
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         detail = str(exc).strip("\"'")
         raise ValueError(

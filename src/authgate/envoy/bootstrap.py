@@ -127,7 +127,7 @@ from authgate.envoy.downstream_tls import (
     http_redirect_listener,
 )
 from authgate.envoy.route_actions import route_target
-from authgate.envoy.upstream_cluster import apply_balancing, upstream_tls
+from authgate.envoy.upstream_cluster import apply_balancing, respell_digit_fields, upstream_tls
 from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
@@ -640,6 +640,7 @@ def build_bootstrap(
     )
     doc: dict[str, Any] = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     _spell_out_fail_closed(doc)
+    respell_digit_fields(doc)
     for layer in doc["layered_runtime"]["layers"]:  # Struct numbers are doubles; write 32768
         layer["static_layer"] = {
             k: int(v) if isinstance(v, float) and v.is_integer() else v

@@ -2,7 +2,8 @@
 upstream mTLS), the load-balancing policy, active health checks and outlier detection."""
 
 import ipaddress
-from typing import TypeVar
+import re
+from typing import Any, TypeVar
 
 import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterLbPolicy, OutlierDetection
@@ -120,3 +121,24 @@ def apply_balancing(cluster: Cluster, route: Route) -> None:
 def _message(kind: type[_M], value: object) -> _M:
     assert isinstance(value, kind)
     return value
+
+
+_DIGIT_SPLIT = re.compile(r"(\d)_([a-z])")
+
+
+def respell_digit_fields(doc: dict[str, Any]) -> None:
+    """betterproto2 writes `consecutive_5xx` as `consecutive_5_xx`; Envoy wants the proto name.
+    Fixes the keys of every cluster's outlier_detection and health_checks in the bootstrap."""
+    for cluster in doc.get("static_resources", {}).get("clusters", []):
+        if "outlier_detection" in cluster:
+            cluster["outlier_detection"] = _respell(cluster["outlier_detection"])
+        if "health_checks" in cluster:
+            cluster["health_checks"] = _respell(cluster["health_checks"])
+
+
+def _respell(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {_DIGIT_SPLIT.sub(r"\1\2", k): _respell(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_respell(item) for item in node]
+    return node
