@@ -597,6 +597,15 @@ class Route(BaseModel):
         return ("prefix", self.prefix or "/")
 
     @property
+    def destination(self) -> str:
+        """Where an allowed request goes, for people: the upstreams, or the route's answer."""
+        if self.redirect is not None:
+            return "a redirect"
+        if self.response is not None:
+            return f"a {self.response.status} response"
+        return ", ".join(self.to)
+
+    @property
     def upstreams(self) -> list[Upstream]:
         return [Upstream.parse(t) for t in self.to]
 
