@@ -21,6 +21,8 @@ import pytest
 from authgate.config.runtime import generate_signing_key_b64
 from tests.support.certs import TestPKI, make_pki
 from tests.support.front_envoy import FrontEnvoy
+from tests.support.idp import TestIdP, authgate_client
+from tests.support.idp_login import is_idp_login_page, submit_idp_login
 from tests.support.resolve import map_hosts
 from tests.support.stack import AuthgateStack, free_port
 from tests.support.upstream import SampleUpstream
@@ -37,14 +39,15 @@ class Balanced:
     app: SampleUpstream
     stack: AuthgateStack
 
-    def get(self, path: str, *, source: str = ALLOWED_CLIENT, **headers: str) -> httpx.Response:
-        """A request to the balancer (https) from the loopback address `source`."""
+    def client(self, source: str = ALLOWED_CLIENT, follow: bool = False) -> httpx.Client:
+        """A client of the balancer (https) connecting from the loopback address `source`."""
         transport = httpx.HTTPTransport(
             local_address=source, verify=self.pki.client_ssl_context()
         )
-        with map_hosts({"*.test": "127.0.0.1"}), httpx.Client(
-            transport=transport, timeout=20, follow_redirects=False
-        ) as client:
+        return httpx.Client(transport=transport, timeout=20, follow_redirects=follow)
+
+    def get(self, path: str, *, source: str = ALLOWED_CLIENT, **headers: str) -> httpx.Response:
+        with map_hosts({"*.test": "127.0.0.1"}), self.client(source) as client:
             return client.get(
                 f"https://app.test:{self.front_port}{path}",
                 headers={"accept": "application/json", **headers},
@@ -57,13 +60,16 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
     pki = make_pki(workdir / "tls", ["app.test", "authenticate.test"])
     front_port, gate_port = free_port(), free_port()
     public = f"https://app.test:{front_port}"
-    with SampleUpstream(tcp_port=0) as app:
+    with (
+        TestIdP(clients=[authgate_client(front_port)]) as idp,
+        SampleUpstream(tcp_port=0) as app,
+    ):
         config = {
             "address": f"127.0.0.1:{gate_port}",
             "insecure_server": True,
             "xff_num_trusted_hops": 1,
             "authenticate_service_url": f"https://authenticate.test:{front_port}",
-            "idp_provider_url": "http://127.0.0.1:9",  # never reached: nobody signs in here
+            "idp_provider_url": idp.issuer,
             "idp_client_id": "authgate",
             "idp_client_secret": "secret",
             "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
@@ -73,7 +79,8 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
                  "policy": {"allow": {"and": [{"source_ip": f"{ALLOWED_CLIENT}/32"}]}}},
                 {"from": public, "prefix": "/public", "to": app.url,
                  "allow_public_unauthenticated_access": True},
-                {"from": public, "to": app.url, "allow_any_authenticated_user": True},
+                {"from": public, "to": app.url, "allow_any_authenticated_user": True,
+                 "pass_identity_headers": True},
             ],
         }
         with (
@@ -147,3 +154,18 @@ def test_the_plain_listener_serves_only_http(balanced: Balanced) -> None:
     assert direct.headers["location"].startswith(
         f"https://authenticate.test:{balanced.front_port}/"
     )
+
+
+def test_signing_in_through_the_balancer(balanced: Balanced) -> None:
+    """The whole sign-in over the balancer: https callbacks, a Secure `__Host-` session."""
+    with map_hosts({"*.test": "127.0.0.1"}), balanced.client(follow=True) as client:
+        client.headers["accept"] = "text/html"
+        page = client.get(f"https://app.test:{balanced.front_port}/jobs/1")
+        assert is_idp_login_page(page), page.url
+        done = submit_idp_login(client, page, "alice@example.com", "alice-password")
+        assert done.status_code == 200, done.text
+        assert str(done.url) == f"https://app.test:{balanced.front_port}/jobs/1"
+        seen = balanced.app.requests.wait_for(lambda r: r.path == "/jobs/1", timeout=10)
+        assert seen.header("x-pomerium-claim-email") == "alice@example.com"
+        sessions = [c for c in client.cookies.jar if c.name == "__Host-_pomerium"]
+        assert sessions and all(c.secure for c in sessions)
