@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from authgate.config import Settings, settings_from_mapping
+from authgate.check import check_config
+from authgate.config import Settings, build_runtime, settings_from_mapping
 from authgate.errors import ConfigError
 from authgate.oidc.client import Metadata, OidcClient, TokenRejected, groups_overage
 from authgate.oidc.factory import idp_client
@@ -283,3 +284,30 @@ def test_a_negative_email_rule_does_not_hold_for_an_unverified_email_either() ->
     assert not compiled.allowed(PolicyInput(identity=unverified))
     explanation = compiled.explain(PolicyInput(identity=unverified))
     assert "not verified by the identity provider" in str(explanation)
+
+
+# ---- around the config -----------------------------------------------------------------------
+
+
+def test_idp_request_params_from_the_environment_is_json() -> None:
+    raw = example()
+    got = settings_from_mapping(raw, environ={"IDP_REQUEST_PARAMS": '{"hd": "example.com"}'})
+    assert got.idp_request_params == {"hd": "example.com"}
+    with pytest.raises(ConfigError, match=r"^idp_request_params: is not a mapping"):
+        settings_from_mapping(raw, environ={"IDP_REQUEST_PARAMS": "hd=example.com"})
+
+
+@pytest.mark.parametrize(
+    ("name", "scopes", "warned"),
+    [("github", [], False), ("gitlab", [], False), ("github", ["user:email"], True),
+     ("keycloak", [], True)],
+)
+def test_check_knows_where_groups_come_without_a_groups_scope(
+    name: str, scopes: list[str], warned: bool
+) -> None:
+    raw = example()
+    raw.update(idp_provider=name, idp_scopes=scopes)
+    raw["routes"][0]["policy"] = [{"allow": {"or": [{"groups": {"has": "acme/admins"}}]}}]
+    runtime = build_runtime(settings_from_mapping(raw, environ={}), warn=False)
+    found = [f for f in check_config(runtime) if "groups" in f.message and f.key == "idp_scopes"]
+    assert bool(found) is warned, found

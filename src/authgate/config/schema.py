@@ -5,6 +5,7 @@ Every field error message ends with the fix, so `load_config` can print one line
 
 import base64
 import binascii
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -594,6 +595,16 @@ def netloc_of(url: str) -> str:
     return host if port in (None, default) else f"{host}:{port}"
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping, or (from the environment) its JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('is not a mapping; write e.g. {"hd": "example.com"}') from None
+    return value
+
+
 def _with_idp_defaults(data: Any) -> Any:
     """The named provider's default URL and scopes where the config gives none (as Pomerium)."""
     if not isinstance(data, dict):
@@ -632,7 +643,9 @@ class Settings(BaseModel):
     # Identity provider (Pomerium's keys); providers.py holds each name's defaults.
     idp_provider: str = "oidc"
     idp_provider_url: str
-    idp_request_params: dict[str, str] = Field(default_factory=dict)
+    idp_request_params: Annotated[dict[str, str], BeforeValidator(_json_object)] = Field(
+        default_factory=dict
+    )
     idp_client_id: str = Field(min_length=1)
     # Secrets never appear in a repr (logs, tracebacks, `authgate check`).
     idp_client_secret: str | None = Field(default=None, repr=False)
