@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from authgate.contract import ASSERTION_HEADER
-from tests.support.gate import Gate, gates
+from tests.support.gate import Gate, eventually, gates, refused
 from tests.support.oauth2_standin import GitHubStandIn, GitHubUser
 from tests.support.resolve import map_hosts
 
@@ -53,6 +53,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory, github: GitHubStandIn) -> Ite
         "idp_client_id": "gh-client",
         "idp_client_secret": "gh-secret",
         "idp_scopes": [],  # the provider's defaults
+        "session_refresh_interval": "1s",  # claims re-read from the API at once
     }
     admins = [{"allow": {"and": [{"groups": {"has": "acme/admins"}}]}}]
     route_extra = {"jenkins": {"policy": admins}}
@@ -121,3 +122,31 @@ def test_a_github_callback_with_a_foreign_code_is_refused(
         refused = client.get(forged)
     assert refused.status_code == 401, refused.text[:300]
     assert not any(c.name.endswith("_pomerium") for c in client.cookies.jar)
+
+
+def test_github_claims_follow_the_api_and_a_revoked_token_ends_the_session(
+    gate: Gate, github: GitHubStandIn
+) -> None:
+    """GitHub tokens do not expire: a refresh reads the API again with the same token."""
+    carl = GitHubUser(
+        login="carl-gh", name="Carl",
+        emails=[{"email": "carl@acme.example", "primary": True, "verified": True}],
+        teams=[("acme", "admins")],
+    )
+    github.add_user(carl)
+    github.sign_in_as("carl-gh")
+    with gate.client() as client:
+        assert client.get(gate.url("jenkins.test", "/")).status_code == 200
+        carl.teams = [("acme", "devs")]  # removed from the team at GitHub
+        eventually(
+            lambda: client.get(gate.url("jenkins.test", "/")).status_code == 403, within=15.0,
+            step=0.5,
+        )
+        assert client.get(gate.url("other.test", "/")).status_code == 200
+        with gate.client(follow=False) as fresh:
+            fresh.cookies = client.cookies
+            assert fresh.get(gate.url("other.test", "/")).status_code == 200
+            github.revoke("carl-gh")
+            eventually(
+                lambda: refused(fresh.get(gate.url("other.test", "/"))), within=15.0, step=0.5
+            )
