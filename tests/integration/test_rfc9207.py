@@ -128,3 +128,16 @@ def test_an_unverified_email_satisfies_no_domain_rule(gate: Gate) -> None:
             assert page.status_code == 200, page.text[:300]
     finally:
         gate.idp.set_user(carol, email_verified=True)
+
+
+def test_a_group_overage_is_refused_with_a_clear_page(gate: Gate) -> None:
+    """An ID token pointing to Graph for `groups` (Azure's group overage) instead of listing
+    them: authgate does not query Graph, so it refuses the sign-in and says why."""
+    dave = {"email": "dave@example.com", "password": "dave-password", "groups_overage": True}
+    gate.idp.add_user(dave)
+    with gate.client() as client:
+        first = client.get(gate.url("other.test", "/"))
+        page = submit_idp_login(client, first, "dave@example.com", "dave-password")
+    assert page.status_code == 401, page.text[:300]
+    assert "group overage" in page.text and "Microsoft Graph" in page.text
+    assert not any(c.name.endswith("_pomerium") for c in client.cookies.jar)
