@@ -8,11 +8,15 @@ are in tests/integration/test_rfc9207.py and test_idp_providers.py.
 """
 
 import asyncio
+import json
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from authgate.check import check_config
 from authgate.config import Settings, build_runtime, settings_from_mapping
@@ -311,3 +315,41 @@ def test_check_knows_where_groups_come_without_a_groups_scope(
     runtime = build_runtime(settings_from_mapping(raw, environ={}), warn=False)
     found = [f for f in check_config(runtime) if "groups" in f.message and f.key == "idp_scopes"]
     assert bool(found) is warned, found
+
+
+def test_azure_multi_tenant_id_tokens_are_checked_against_their_tid() -> None:
+    """Signed tokens checked with the IdP keys given (what the JWKS fetch would have set)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    now = int(time.time())
+
+    def token(iss: str, tid: str) -> str:
+        claims = {"iss": iss, "aud": "cid", "sub": "s", "iat": now, "exp": now + 300, "tid": tid}
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    def verify(name: str, raw: str) -> str:
+        client = client_for(name, AZURE_COMMON, issuer=AZURE_TEMPLATE)
+        client._jwks = jwt.PyJWKSet.from_dict({"keys": [jwk]})
+
+        async def run() -> str:
+            try:
+                return str((await client.verify_id_token(raw, None))["tid"])
+            except TokenRejected as exc:
+                return f"rejected: {exc}"
+            finally:
+                await client.aclose()
+
+        return asyncio.run(run())
+
+    own = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    assert verify("azure", token(own, TENANT)) == TENANT
+    assert verify("azure", token(own, "another-tenant")).startswith("rejected: ID token rejected")
+    assert verify("azure", token(AZURE_TEMPLATE, "{tenantid}")).startswith("rejected")
+    # Only Azure gets the template: any other provider compares the issuer as written.
+    assert verify("okta", token(own, TENANT)).startswith("rejected: ID token rejected")
+
+
+def test_rfc9207_azure_template_itself_is_no_issuer() -> None:
+    azure = client_for("azure", AZURE_COMMON, issuer=AZURE_TEMPLATE)
+    assert check_iss(azure, AZURE_TEMPLATE) is not None

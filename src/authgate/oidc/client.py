@@ -18,7 +18,13 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
-from authgate.oidc.providers import AZURE_TENANT_PLACEHOLDER, PROVIDERS, Provider, issuer_matches
+from authgate.oidc.providers import (
+    AZURE_TENANT_PLACEHOLDER,
+    PROVIDERS,
+    TENANT_ID,
+    Provider,
+    issuer_matches,
+)
 from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
@@ -192,7 +198,7 @@ class OidcClient:
             return
         if self._tenant_template(meta.issuer):
             pattern = re.escape(meta.issuer).replace(
-                re.escape(AZURE_TENANT_PLACEHOLDER), "[^/]+"
+                re.escape(AZURE_TENANT_PLACEHOLDER), TENANT_ID.pattern
             )
             matches = re.fullmatch(pattern, iss) is not None
         else:

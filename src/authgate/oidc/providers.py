@@ -5,6 +5,7 @@ Read from Pomerium's pkg/identity: every name but `github` is OpenID Connect aga
 This module is plain data so the config schema can read it without the HTTP client.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,7 @@ RESERVED_PARAMS = frozenset(
 )
 # Azure's multi-tenant discovery names this issuer; the ID token carries the real tenant.
 AZURE_TENANT_PLACEHOLDER = "{tenantid}"
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")  # a GUID (or a domain name)
 GITHUB_DEFAULT_URL = "https://github.com"
 GITHUB_API_URL = "https://api.github.com"
 
@@ -108,6 +110,6 @@ def issuer_matches(expected: str, issuer: str, tenant: object) -> bool:
     """`issuer` is `expected`, or Azure's multi-tenant template filled with the token's `tid`."""
     if AZURE_TENANT_PLACEHOLDER not in expected:
         return issuer == expected
-    if not isinstance(tenant, str) or not tenant or "/" in tenant:
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         return False
     return issuer == expected.replace(AZURE_TENANT_PLACEHOLDER, tenant)
