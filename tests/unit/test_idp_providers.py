@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from authgate.authn.bearer import BearerVerifier, InvalidBearer
 from authgate.check import check_config
 from authgate.config import Settings, build_runtime, settings_from_mapping
 from authgate.errors import ConfigError
@@ -317,20 +318,30 @@ def test_check_knows_where_groups_come_without_a_groups_scope(
     assert bool(found) is warned, found
 
 
+IDP_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def idp_jwks() -> jwt.PyJWKSet:
+    jwk = json.loads(RSAAlgorithm.to_jwk(IDP_KEY.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    return jwt.PyJWKSet.from_dict({"keys": [jwk]})
+
+
+def signed(iss: str, **extra: Any) -> str:
+    now = int(time.time())
+    claims = {"iss": iss, "aud": "cid", "sub": "s", "iat": now, "exp": now + 300, **extra}
+    return jwt.encode(claims, IDP_KEY, algorithm="RS256", headers={"kid": "k1"})
+
+
 def test_azure_multi_tenant_id_tokens_are_checked_against_their_tid() -> None:
     """Signed tokens checked with the IdP keys given (what the JWKS fetch would have set)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    jwk.update(kid="k1", use="sig", alg="RS256")
-    now = int(time.time())
 
     def token(iss: str, tid: str) -> str:
-        claims = {"iss": iss, "aud": "cid", "sub": "s", "iat": now, "exp": now + 300, "tid": tid}
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+        return signed(iss, tid=tid)
 
     def verify(name: str, raw: str) -> str:
         client = client_for(name, AZURE_COMMON, issuer=AZURE_TEMPLATE)
-        client._jwks = jwt.PyJWKSet.from_dict({"keys": [jwk]})
+        client._jwks = idp_jwks()
 
         async def run() -> str:
             try:
@@ -353,3 +364,28 @@ def test_azure_multi_tenant_id_tokens_are_checked_against_their_tid() -> None:
 def test_rfc9207_azure_template_itself_is_no_issuer() -> None:
     azure = client_for("azure", AZURE_COMMON, issuer=AZURE_TEMPLATE)
     assert check_iss(azure, AZURE_TEMPLATE) is not None
+
+
+def test_a_bearer_token_with_a_group_overage_is_refused() -> None:
+    client = client_for("azure", AZURE_COMMON, issuer=AZURE_TEMPLATE)
+    client._jwks = idp_jwks()
+    verifier = BearerVerifier(client, allowed_audiences=["cid"])
+    own = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+
+    async def run(token: str) -> str:
+        try:
+            return str((await verifier.identity_token(token))["sub"])
+        except InvalidBearer as exc:
+            return f"refused: {exc}"
+
+    async def both() -> tuple[str, str]:
+        try:
+            return await run(signed(own, tid=TENANT)), await run(
+                signed(own, tid=TENANT, _claim_names={"groups": "src1"})
+            )
+        finally:
+            await client.aclose()
+
+    fine, overage = asyncio.run(both())
+    assert fine == "s"
+    assert overage.startswith("refused: the ID token has no groups list") and "Graph" in overage
