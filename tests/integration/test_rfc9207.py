@@ -99,7 +99,7 @@ def test_a_callback_with_a_foreign_or_no_iss_is_refused_and_logged(
         assert answer.status_code == 400, answer.text[:300]
         assert "RFC 9207" in answer.text
         assert not any(c.name.endswith("_pomerium") for c in client.cookies.jar)
-        # The code was not spent on the IdP: the genuine callback is now an old attempt.
+        # The attempt is used up: the genuine callback cannot be replayed after the refusal.
         assert client.get(callback).status_code == 400
     eventually(
         lambda: any(
