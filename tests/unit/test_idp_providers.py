@@ -4,7 +4,7 @@ emails in `email`/`domain` criteria.
 
 The authorize URL and issuer checks run on an OidcClient whose discovery result is given
 (what `metadata()` would have fetched), so no IdP is needed; the same paths against a real IdP
-are in tests/integration/test_rfc9207.py and test_idp_providers.py.
+are in tests/integration/test_rfc9207.py and test_idp_github.py.
 """
 
 import asyncio
