@@ -1,6 +1,6 @@
 """Route `redirect`/`response` and the upstream cluster's balancing keys: the schema and the
 generated Envoy config (`envoy --mode validate` of them all: test_tls_options.py; behaviour:
-tests/integration/test_route_actions.py)."""
+tests/integration/test_redirect_response_routes.py)."""
 
 from __future__ import annotations
 
