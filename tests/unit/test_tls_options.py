@@ -378,3 +378,19 @@ def test_envoy_accepts_every_listener_and_tls_option(
     manager = the_listener(doc)["filter_chains"][0]["filters"][0]["typed_config"]
     (b_test,) = [vh for vh in manager["route_config"]["virtual_hosts"] if vh["name"] == "b.test"]
     assert {r.get("name") for r in b_test["routes"]} >= {"moved", "gone"}
+
+
+def test_check_says_behind_a_balancer_is_plain_http_on_one_hop_only() -> None:
+    from authgate.check import check_config
+
+    raw = {
+        "address": "0.0.0.0:8080", "insecure_server": True,
+        "authenticate_service_url": "https://authenticate.test",
+        "idp_provider_url": "https://idp.test", "idp_client_id": "authgate",
+        "idp_client_secret": "s", "cookie_secret": COOKIE_SECRET,
+        "routes": [route("https://a.test", "http://10.0.0.1")],
+    }
+    cfg = build_runtime(settings_from_mapping(raw, environ={}), warn=False)
+    found = [f for f in check_config(cfg) if f.key == "insecure_server"]
+    assert [(f.severity, "balancer-to-authgate hop" in f.message) for f in found] == [
+        ("info", True)]
