@@ -46,6 +46,7 @@ def test_response_route() -> None:
     assert found["direct_response"] == {
         "status": 503, "body": {"inline_string": "down for maintenance"}}
     assert action_route(response={"status": 204})["direct_response"] == {"status": 204}
+    assert action_route(response={"body": "hi"})["direct_response"]["status"] == 200
 
 
 @pytest.mark.parametrize("options, match", [
@@ -89,7 +90,9 @@ def test_default_balancing_is_round_robin_without_checks() -> None:
 
 @pytest.mark.parametrize("options, match", [
     ({"load_balancing_policy": "FASTEST"}, "load_balancing_policy"),
-    ({"health_checks": [{"timeout": "1s", "interval": "5s"}]}, "needs http_health_check"),
+    ({"health_checks": [{"timeout": "1s", "interval": "5s"}]}, "needs exactly one of"),
+    ({"health_checks": [{"timeout": "1s", "interval": "5s", "tcp_health_check": {},
+                         "http_health_check": {"path": "/"}}]}, "needs exactly one of"),
     ({"health_checks": [{"interval": "5s", "tcp_health_check": {}}]}, "needs `timeout`"),
     ({"health_checks": [{"timeout": "1s", "interval": "5s", "tcp_health_check": {},
                          "colour": "red"}]}, r"health_checks\[0\] is not an Envoy HealthCheck"),

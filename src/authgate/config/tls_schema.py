@@ -185,7 +185,7 @@ class ResponseOption(BaseModel):
     """A route's `response`: a fixed answer instead of an upstream."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    status: int = Field(ge=200, le=599)
+    status: int = Field(default=200, ge=200, le=599)
     body: str = ""
 
 
@@ -259,11 +259,12 @@ def check_route_options(route: Any) -> None:
             envoy_message("health_check", check)
         except ValueError as exc:
             raise ValueError(f"health_checks[{index}] {exc}") from None
-        if not any(k in check for k in ("http_health_check", "tcp_health_check",
-                                        "grpc_health_check")):
+        kinds = [k for k in ("http_health_check", "tcp_health_check", "grpc_health_check")
+                 if k in check]
+        if len(kinds) != 1:
             raise ValueError(
-                f"health_checks[{index}] needs http_health_check, tcp_health_check or "
-                "grpc_health_check"
+                f"health_checks[{index}] needs exactly one of http_health_check, "
+                "tcp_health_check or grpc_health_check"
             )
         for key in ("timeout", "interval"):
             if key not in check:
