@@ -224,7 +224,7 @@ def envoy_message(kind: str, value: dict[str, Any]) -> Any:
             setattr(parsed, key, item)
         return parsed
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        detail = str(exc).strip("\"'")
+        detail = str(exc).strip("\"'").splitlines()[0]
         raise ValueError(
             f"is not an Envoy {message.__name__} ({detail}); see Envoy's {message.__name__} "
             "reference for the field names"
@@ -255,10 +255,6 @@ def check_route_options(route: Any) -> None:
         inline_pem(route.tls_custom_ca, "tls_custom_ca")
     _check_client_cert(route)
     for index, check in enumerate(route.health_checks):
-        try:
-            envoy_message("health_check", check)
-        except ValueError as exc:
-            raise ValueError(f"health_checks[{index}] {exc}") from None
         kinds = [k for k in ("http_health_check", "tcp_health_check", "grpc_health_check")
                  if k in check]
         if len(kinds) != 1:
@@ -269,6 +265,10 @@ def check_route_options(route: Any) -> None:
         for key in ("timeout", "interval"):
             if key not in check:
                 raise ValueError(f"health_checks[{index}] needs `{key}` (e.g. 5s)")
+        try:
+            envoy_message("health_check", check)
+        except ValueError as exc:
+            raise ValueError(f"health_checks[{index}] {exc}") from None
     if route.outlier_detection is not None:
         try:
             envoy_message("outlier_detection", route.outlier_detection)
