@@ -40,6 +40,7 @@ class Mtls:
     alice: ClientCert
     bob: ClientCert
     stranger: ClientCert  # issued by a CA authgate does not trust
+    clients_ca: Path  # the CA of alice's and bob's certificates
 
     def get(self, host: str, path: str, who: ClientCert | None) -> httpx.Response:
         context = self.pki.client_ssl_context()
@@ -113,7 +114,7 @@ def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mtls]:
             ],
         }
         with AuthgateStack(workdir / "gate", config, ca_file=pki.ca_file):
-            yield Mtls(port, pki, alice, bob, stranger)
+            yield Mtls(port, pki, alice, bob, stranger, workdir / "clients-ca.pem")
 
 
 def _refused_handshake(mtls: Mtls, who: ClientCert | None) -> bool:
@@ -152,3 +153,31 @@ def test_upstream_mtls_presents_authgates_certificate(mtls: Mtls) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"path": "/build", "client_cn": "authgate-proxy"}
     assert mtls.get("up.test", "/build", mtls.bob).status_code == 401
+
+
+@pytest.mark.parametrize("enforcement", ["policy", "reject_connection"])
+def test_enforcement_modes(mtls: Mtls, tmp_path: Path, enforcement: str) -> None:
+    """`policy`: a request without a certificate is up to the route's policy (a public route
+    lets it in); `reject_connection`: no certificate, no TLS connection."""
+    port = free_port()
+    config = {
+        "address": f"127.0.0.1:{port}",
+        "certificate_file": str(mtls.pki.cert_file),
+        "certificate_key_file": str(mtls.pki.key_file),
+        "downstream_mtls": {"ca_file": str(mtls.clients_ca), "enforcement": enforcement},
+        "authenticate_service_url": f"https://authenticate.test:{port}",
+        "idp_provider_url": "http://127.0.0.1:9",
+        "idp_client_id": "authgate",
+        "idp_client_secret": "secret",
+        "routes": [{"from": f"https://app.test:{port}", "response": {"body": "open"},
+                    "allow_public_unauthenticated_access": True}],
+    }
+    alice = (mtls.alice.cert, mtls.alice.key)
+    with AuthgateStack(tmp_path / "gate", config, ca_file=mtls.pki.ca_file, client_cert=alice):
+        other = Mtls(port, mtls.pki, mtls.alice, mtls.bob, mtls.stranger, mtls.clients_ca)
+        assert other.get("app.test", "/", mtls.alice).text == "open"
+        if enforcement == "policy":
+            assert other.get("app.test", "/", None).text == "open"
+        else:
+            with pytest.raises(httpx.HTTPError):
+                other.get("app.test", "/", None)
