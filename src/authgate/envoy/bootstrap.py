@@ -121,7 +121,7 @@ from authgate.contract import (
     RouteKind,
 )
 from authgate.envoy.downstream_tls import (
-    apply_client_address_options,
+    apply_listener_options,
     downstream_tls,
     forwarded_proto_header,
     http_redirect_listener,
@@ -340,7 +340,7 @@ def _http_connection_manager(
         ],
     )
     if settings is not None:
-        apply_client_address_options(hcm, settings)
+        apply_listener_options(hcm, settings)
     return Filter(name=HCM_FILTER, typed_config=_pack(hcm))
 
 

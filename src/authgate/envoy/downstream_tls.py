@@ -141,9 +141,10 @@ def downstream_tls(settings: Settings) -> TransportSocket:
     return TransportSocket(name=TLS_SOCKET, typed_config=_pack(context))
 
 
-def apply_client_address_options(hcm: HttpConnectionManager, settings: Settings) -> None:
-    """Behind balancers: trust the last `xff_num_trusted_hops` X-Forwarded-For entries, so the
-    client address Envoy computes (and sends to authz for `source_ip`) is the real client's."""
+def apply_listener_options(hcm: HttpConnectionManager, settings: Settings) -> None:
+    """The HTTP connection manager's codec and, behind balancers, client-address options: trust
+    the last `xff_num_trusted_hops` X-Forwarded-For entries, so the client address Envoy
+    computes (and passes to authz for `source_ip`) is the real client's."""
     hcm.xff_num_trusted_hops = settings.xff_num_trusted_hops
     if uses_client_address_header(settings):
         hcm.http_filters.insert(0, client_address_filter())
