@@ -394,3 +394,24 @@ def test_check_says_behind_a_balancer_is_plain_http_on_one_hop_only() -> None:
     found = [f for f in check_config(cfg) if f.key == "insecure_server"]
     assert [(f.severity, "balancer-to-authgate hop" in f.message) for f in found] == [
         ("info", True)]
+
+
+def test_certificate_authority_adds_to_the_system_bundle(
+    certs: tuple[str, str], tmp_path: Path
+) -> None:
+    extra = trustme.CA().cert_pem.bytes()
+    (tmp_path / "system.pem").write_bytes(trustme.CA().cert_pem.bytes())
+    cfg = runtime([route("https://a.test", "https://backend.internal", id="r"),
+                   route("https://b.test", "https://backend.internal", id="own",
+                         tls_custom_ca=b64(extra))],
+                  tls=certs, certificate_authority=b64(extra))
+    doc = bootstrap(cfg, upstream_ca_file=str(tmp_path / "system.pem"))
+
+    def trusted(name: str) -> dict[str, Any]:
+        tls = clusters(doc)[name]["transport_socket"]["typed_config"]
+        return tls["common_tls_context"]["validation_context"]["trusted_ca"]  # type: ignore[no-any-return]
+
+    both = base64.b64decode(trusted("upstream-r")["inline_bytes"])
+    assert both.startswith((tmp_path / "system.pem").read_bytes().rstrip()) and both.endswith(extra)
+    # A route's own CA replaces both.
+    assert base64.b64decode(trusted("upstream-own")["inline_bytes"]) == extra

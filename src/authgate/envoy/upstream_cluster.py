@@ -3,6 +3,7 @@ upstream mTLS), the load-balancing policy, active health checks and outlier dete
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Any, TypeVar
 
 import betterproto2
@@ -46,17 +47,24 @@ def server_name(route: Route) -> str | None:
 
 
 def trusted_ca(route: Route, settings: Settings | None, default_ca_file: str) -> DataSource:
-    """The route's own CA, else the global certificate_authority, else the system bundle."""
+    """The route's own CA (replaces the system bundle), else the system bundle plus the global
+    certificate_authority (which, as in Pomerium, adds to the system's trust)."""
     if route.tls_custom_ca:
         return DataSource(inline_bytes=inline_pem(route.tls_custom_ca, "tls_custom_ca"))
     if route.tls_custom_ca_file:
         return file_source(route.tls_custom_ca_file)
+    extra = b""
     if settings is not None and settings.certificate_authority:
-        pem = inline_pem(settings.certificate_authority, "certificate_authority")
-        return DataSource(inline_bytes=pem)
-    if settings is not None and settings.certificate_authority_file:
-        return file_source(settings.certificate_authority_file)
-    return DataSource(filename=default_ca_file)
+        extra = inline_pem(settings.certificate_authority, "certificate_authority")
+    elif settings is not None and settings.certificate_authority_file:
+        extra = Path(settings.certificate_authority_file).read_bytes()
+    if not extra:
+        return DataSource(filename=default_ca_file)
+    try:
+        system = Path(default_ca_file).read_bytes()
+    except OSError:  # no system bundle (a slim container): the configured CA alone
+        system = b""
+    return DataSource(inline_bytes=system.rstrip(b"\n") + b"\n" + extra if system else extra)
 
 
 def client_certificate(route: Route) -> TlsCertificate | None:
