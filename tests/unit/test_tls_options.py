@@ -237,6 +237,15 @@ def test_downstream_mtls_asks_for_certificates_and_sends_them_to_authz(
     assert validation["max_verify_depth"] == 1  # Pomerium's default
     assert validation["match_typed_subject_alt_names"] == [
         {"san_type": "EMAIL", "matcher": {"safe_regex": {"regex": ".*@corp$"}}}]
+    # Pomerium's list form; max_verify_depth 0 is "no limit" (Envoy's default).
+    listed = tls_context(bootstrap(runtime(
+        [route("https://a.test", "http://10.0.0.1")], tls=certs,
+        downstream_mtls={"ca": b64(ca), "max_verify_depth": 0,
+                         "match_subject_alt_names": [{"dns": "a"}, {"uri": "b"}]})))
+    listed_validation = listed["common_tls_context"]["validation_context"]
+    assert "max_verify_depth" not in listed_validation
+    assert [m["san_type"] for m in listed_validation["match_typed_subject_alt_names"]] == [
+        "DNS", "URI"]
     assert not context.get("require_client_certificate")  # policy answers a missing one
     assert ext_authz(doc)["include_peer_certificate"] is True
 
@@ -298,6 +307,13 @@ def facts(pem: str) -> tuple[str, str, str]:
 def allows(criterion: dict[str, Any], pem: str) -> bool:
     policy = compile_policy({"allow": {"and": [{"client_certificate": criterion}]}})
     return policy.allowed(PolicyInput(identity=None, client_certificate=pem))
+
+
+def test_invalid_client_certificate_means_none_was_presented(client_pem: str) -> None:
+    policy = compile_policy([{"allow": {"and": [{"accept": True}]}},
+                             {"deny": {"and": [{"invalid_client_certificate": True}]}}])
+    assert policy.allowed(PolicyInput(identity=None, client_certificate=client_pem))
+    assert not policy.allowed(PolicyInput(identity=None))
 
 
 def test_client_certificate_by_fingerprint_spki_and_san(client_pem: str) -> None:

@@ -117,8 +117,17 @@ class DownstreamMtls(BaseModel):
     ca: str | None = None
     ca_file: str | None = None
     enforcement: MtlsEnforcement = "policy_with_default_deny"
-    match_subject_alt_names: SanMatchers | None = None
-    max_verify_depth: int = Field(default=1, ge=0, le=100)
+    # Pomerium writes a list of one-key mappings (any one may match); its Kubernetes form is one
+    # mapping. Both are read as a list.
+    match_subject_alt_names: list[SanMatchers] = Field(default_factory=list)
+    max_verify_depth: int = Field(default=1, ge=0, le=100)  # 0: no limit
+
+    @field_validator("match_subject_alt_names", mode="before")
+    @classmethod
+    def _san_list(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [{k: v} for k, v in value.items()]
+        return value
 
     @field_validator("ca")
     @classmethod

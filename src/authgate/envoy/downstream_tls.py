@@ -107,12 +107,13 @@ def _client_validation(settings: Settings) -> CertificateValidationContext | Non
         DataSource(inline_bytes=inline_pem(mtls.ca, "ca")) if mtls.ca is not None
         else file_source(mtls.ca_file or "")
     )
-    context = CertificateValidationContext(
-        trusted_ca=trusted, max_verify_depth=mtls.max_verify_depth
-    )
-    if mtls.match_subject_alt_names is not None:
+    context = CertificateValidationContext(trusted_ca=trusted)
+    if mtls.max_verify_depth:  # Pomerium's 0 is "no limit": Envoy's default then
+        context.max_verify_depth = mtls.max_verify_depth
+    if mtls.match_subject_alt_names:
         matchers = []
-        for kind, pattern in mtls.match_subject_alt_names.items():
+        for kind, pattern in (pair for sans in mtls.match_subject_alt_names
+                              for pair in sans.items()):
             regex = StringMatcher(safe_regex=RegexMatcher(regex=pattern))
             matcher = SubjectAltNameMatcher(san_type=_SAN_TYPES[kind], matcher=regex)
             if kind == "user_principal_name":

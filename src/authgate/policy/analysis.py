@@ -95,7 +95,8 @@ class Visitor:
                 return atom.test(PolicyInput(identity=self.identity))
             return True if atom.name == "authenticated_user" else None
         if self.fixed_network and scope == SCOPE_CERTIFICATE:
-            return False  # an attacker has no certificate the CA issued
+            # an attacker has no certificate the CA issued
+            return atom.test(PolicyInput(identity=None))
         if self.fixed_network and scope == SCOPE_NETWORK:
             return atom.test(PolicyInput(identity=None, source_ip=ATTACKER_IP))
         if self.fixed_cors and scope == SCOPE_CORS:

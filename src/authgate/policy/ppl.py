@@ -372,6 +372,11 @@ CRITERIA: dict[str, CriterionFactory] = {
     "http_path": _request_string("path"),
     "source_ip": _source_ip,
     "client_certificate": _client_certificate,
+    # No trusted certificate: with downstream_mtls an untrusted one never passes the handshake,
+    # so this is "none presented" (Pomerium's `deny` rule for the `policy` enforcement mode).
+    "invalid_client_certificate": _flag(
+        lambda inp: not inp.client_certificate, "invalid_client_certificate", client_cert.describe
+    ),
     "cors_preflight": _flag(_is_cors_preflight, "cors_preflight", _cors_got),
     "pomerium_routes": _flag(
         lambda inp: inp.path.startswith(POMERIUM_PREFIX), "pomerium_routes", lambda i: i.path
@@ -394,6 +399,7 @@ CRITERION_SCOPES: dict[str, str] = {
     "http_path": SCOPE_REQUEST,
     "source_ip": SCOPE_NETWORK,
     "client_certificate": SCOPE_CERTIFICATE,
+    "invalid_client_certificate": SCOPE_CERTIFICATE,
     "cors_preflight": SCOPE_CORS,
     "pomerium_routes": SCOPE_INTERNAL,
     "date": SCOPE_TIME,
@@ -403,8 +409,6 @@ CRITERION_SCOPES: dict[str, str] = {
 
 # Pomerium criteria that need machinery authgate does not have.
 UNSUPPORTED = {
-    "invalid_client_certificate": "with downstream_mtls, a certificate that does not verify "
-    "is refused at the TLS handshake, so no request ever has one",
     "device": "device identity is a Pomerium feature authgate does not have",
     "record": "external data sources are a Pomerium Enterprise feature",
     "mcp_tool": "MCP routes are a Pomerium feature authgate does not have",
