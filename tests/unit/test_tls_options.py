@@ -186,6 +186,14 @@ def test_certificates_alone_are_enough(pem_pair: tuple[bytes, bytes]) -> None:
     assert settings(certificates=[{"cert": b64(cert), "key": b64(key)}]).terminates_tls
 
 
+def test_certificate_paths_expand_variables(
+    certs: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACME_DIR", str(tmp_path))
+    loaded = settings(certificates=[{"cert": "$ACME_DIR/cert.pem", "key": "${ACME_DIR}/key.pem"}])
+    assert loaded.certificates[0].cert == f"{tmp_path}/cert.pem"
+
+
 def test_certificate_problems_name_the_key(pem_pair: tuple[bytes, bytes]) -> None:
     cert, key = pem_pair
     refused("certificate_file and certificate_key_file are required")

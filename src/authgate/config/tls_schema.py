@@ -6,6 +6,7 @@ group; schema.py only declares the fields with these types.
 
 import base64
 import binascii
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -57,14 +58,16 @@ def readable_pem(path: str, what: str, marker: str | re.Pattern[str] = PEM_CERT)
 
 
 def pem_or_file(value: str, what: str, marker: str | re.Pattern[str] = PEM_CERT) -> str:
-    """Pomerium's `certificates[].cert/key` take base64 PEM or a file path: accept either."""
+    """Pomerium's `certificates[].cert/key` take base64 PEM or a file path (its examples write
+    `$HOME/...`, so variables and `~` are expanded): the value itself, or the expanded path."""
     try:
         inline_pem(value, what, marker)
         return value
     except ValueError:
-        if "/" not in value and not Path(value).exists():
+        path = os.path.expanduser(os.path.expandvars(value))
+        if "/" not in path and not Path(path).exists():
             raise
-    return readable_pem(value, what, marker)
+    return readable_pem(path, what, marker)
 
 
 class CertificatePair(BaseModel):
