@@ -370,7 +370,7 @@ def test_envoy_accepts_every_listener_and_tls_option(
                tls_custom_ca=b64(ca.cert_pem.bytes()), tls_upstream_server_name="svc.internal",
                tls_client_cert=b64(client.cert_chain_pems[0].bytes()),
                tls_client_key=b64(client.private_key_pem.bytes()),
-               load_balancing_policy="LEAST_REQUEST",
+               load_balancing_policy="LEAST_REQUEST", tls_upstream_allow_renegotiation=True,
                health_checks=[{"timeout": "1s", "interval": "5s", "unhealthy_threshold": 2,
                                "healthy_threshold": 1,
                                "http_health_check": {"path": "/healthz"}}],
@@ -396,6 +396,7 @@ def test_envoy_accepts_every_listener_and_tls_option(
     assert upstream["health_checks"][0]["http_health_check"]["path"] == "/healthz"
     tls = upstream["transport_socket"]["typed_config"]
     assert tls["sni"] == "svc.internal"
+    assert tls["allow_renegotiation"] is True
     assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {
         "inline_bytes": b64(client.cert_chain_pems[0].bytes())}
     assert "upstream-moved" not in clusters(doc)

@@ -393,6 +393,7 @@ class Route(BaseModel):
     tls_client_key: str | None = Field(default=None, repr=False)
     tls_client_cert_file: str | None = None
     tls_client_key_file: str | None = None
+    tls_upstream_allow_renegotiation: bool = False
     redirect: RedirectOption | None = None
     response: ResponseOption | None = None
     load_balancing_policy: LoadBalancingPolicy | None = None
@@ -575,10 +576,10 @@ class Route(BaseModel):
         tls_options = [
             k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file",
                         "tls_custom_ca", "tls_upstream_server_name", "tls_client_cert",
-                        "tls_client_cert_file")
+                        "tls_client_cert_file", "tls_upstream_allow_renegotiation")
             if getattr(self, k)
         ]
-        if tls_options and any(u.scheme != "https" for u in self.upstreams):
+        if tls_options and (not self.to or any(u.scheme != "https" for u in self.upstreams)):
             raise ValueError(
                 f"{tls_options[0]} applies to https:// upstreams only; use https:// in `to` "
                 "or remove it"

@@ -106,7 +106,9 @@ def upstream_tls(route: Route, settings: Settings | None, default_ca_file: str) 
     cert = client_certificate(route)
     if cert is not None:
         common.tls_certificates = [cert]
-    context = UpstreamTlsContext(common_tls_context=common)
+    context = UpstreamTlsContext(
+        common_tls_context=common, allow_renegotiation=route.tls_upstream_allow_renegotiation
+    )
     if not _is_ip_literal(distinct[0]):
         context.sni = distinct[0]
     return TransportSocket(name=TLS_SOCKET, typed_config=AnyProto.pack(context))
