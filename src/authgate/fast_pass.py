@@ -57,12 +57,7 @@ def enabled(cfg: RuntimeConfig, rt: RouteRuntime) -> bool:
 
 def eligible(cfg: RuntimeConfig, rt: RouteRuntime) -> bool:
     """The fast lane is on for this route and its answer depends on the identity alone."""
-    return (
-        enabled(cfg, rt)
-        and cfg.settings.tls
-        and not rt.public
-        and rt.policy.scopes() <= _IDENTITY_ONLY
-    )
+    return enabled(cfg, rt) and not rt.public and rt.policy.scopes() <= _IDENTITY_ONLY
 
 
 def pass_key(cfg: RuntimeConfig) -> ec.EllipticCurvePrivateKey:

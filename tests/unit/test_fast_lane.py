@@ -4,7 +4,9 @@ Envoy config that verifies it (tests/integration/test_fast_lane.py runs it throu
 import asyncio
 import base64
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -14,7 +16,7 @@ from authgate.authz.access import forward
 from authgate.authz.decision import Allow
 from authgate.authz.response import to_check_response
 from authgate.authz.service import decide, request_context
-from authgate.authz.state import AuthzState
+from authgate.authz.state import AuthzState, session_store_for
 from authgate.config import build_runtime, settings_from_mapping
 from authgate.config.runtime import RuntimeConfig, generate_signing_key_b64
 from authgate.envoy.bootstrap import build_bootstrap
@@ -87,11 +89,12 @@ def test_ttl_out_of_bounds_is_refused(ttl: str) -> None:
         build(raw_config(fast_lane_ttl=ttl))
 
 
-def test_fast_lane_needs_tls() -> None:
+def test_over_plain_http_the_pass_cookie_is_named_like_the_session_cookie() -> None:
     raw = raw_config(insecure_server=True, authenticate_service_url="http://authenticate.test")
     raw["routes"] = [{**r, "from": r["from"].replace("https", "http")} for r in raw["routes"]]
-    with pytest.raises(ConfigError, match="fast_lane needs TLS"):
-        build(raw)
+    cfg = build(raw)
+    assert {r.cookie for r in FastLane(cfg).routes.values()} <= set(cfg.own_cookies)
+    assert all(r.cookie.startswith("_pomerium_fl_") for r in FastLane(cfg).routes.values())
 
 
 def test_only_identity_only_policies_are_eligible() -> None:
@@ -135,7 +138,13 @@ def test_pass_cookies_are_authgate_cookies() -> None:
 
 
 def _state(**extra: Any) -> AuthzState:
-    return AuthzState.build(build(raw_config(**extra)))
+    return _state_for(build(raw_config(**extra)))
+
+
+def _state_for(cfg: RuntimeConfig) -> AuthzState:
+    # Its own store, with a wait a loaded test machine can meet (a Check waits 0.5 s).
+    store = session_store_for(cfg, Path(tempfile.mkdtemp(prefix="fast-lane-")), timeout_s=5.0)
+    return AuthzState.build(cfg, store=store)
 
 
 async def _allow(state: AuthzState, rid: str, host: str, lifetime: int = 3600,
@@ -190,7 +199,7 @@ def test_a_route_without_identity_headers_gets_a_pass_that_carries_none() -> Non
     assert "public-id" in FastLane(state_cfg).routes
 
     async def run_with() -> None:
-        state = AuthzState.build(state_cfg)
+        state = _state_for(state_cfg)
         allow = await _allow(state, "public-id", "id.test:8443")
         claims = _pass_of(state, allow, "public-id")
         assert not {"a", "ce", "cu", "cn", "cg"} & set(claims)

@@ -63,7 +63,8 @@ def mint(
     token = jwt.encode(
         claims, state.fast_lane.key, algorithm="ES256", headers={"kid": state.fast_lane.kid}
     )
-    cookie = set_cookie(lane.cookie, token, max_age=exp - int(issued), secure=True)
+    # Like the session cookie: `__Host-` and Secure over TLS (plain HTTP: neither).
+    cookie = set_cookie(lane.cookie, token, max_age=exp - int(issued), secure=state.secure)
     if len(cookie) > MAX_PASS_BYTES:
         return None  # large claims (hundreds of groups): this user always takes the Check
     return cookie, issued + (exp - issued) / 2

@@ -707,9 +707,6 @@ class Settings(BaseModel):
         if not 1 <= self.fast_lane_ttl.total_seconds() <= 600:
             raise ValueError("fast_lane_ttl must be between 1s and 10m (a pass outlives sign-out "
                              "elsewhere by at most this long); the default is 60s")
-        if not self.tls and (self.fast_lane or any(r.fast_lane for r in self.routes)):
-            raise ValueError("fast_lane needs TLS (its pass is a __Host- cookie); "
-                             "turn it off, or serve with certificate_file/certificate_key_file")
         if self.session_refresh_interval.total_seconds() < 1:
             raise ValueError("session_refresh_interval must be at least 1s")
         seen: dict[tuple[str, str, str], int] = {}
