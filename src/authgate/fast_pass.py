@@ -27,14 +27,9 @@ from authgate.policy.ppl import SCOPE_CONSTANT, SCOPE_IDENTITY
 PASS_ISSUER = "authgate-fast-lane"
 # Where Envoy's jwt_authn puts a verified pass's payload (its dynamic metadata).
 METADATA_KEY = "authgate_pass"
-ASSERTION_CLAIM = "a"
-# Identity header -> the pass claim that carries its value.
-CLAIM_HEADERS: dict[str, str] = {
-    f"{CLAIM_HEADER_PREFIX}email": "ce",
-    f"{CLAIM_HEADER_PREFIX}user": "cu",
-    f"{CLAIM_HEADER_PREFIX}name": "cn",
-    f"{CLAIM_HEADER_PREFIX}groups": "cg",
-}
+# The pass claim holding {identity header: value}, every header authz's answer set.
+HEADERS_CLAIM = "h"
+CLAIM_HEADERS = tuple(f"{CLAIM_HEADER_PREFIX}{c}" for c in ("email", "user", "name", "groups"))
 # A cookie must stay under the browsers' 4096 bytes (name, value and attributes together).
 MAX_PASS_BYTES = 3800
 # Envoy reads `exp` with this much leeway (its default is 60 s, which would outlast the ttl).
@@ -80,6 +75,15 @@ def _settings_without_secrets(settings: Settings) -> dict[str, Any]:
     return settings.model_dump(mode="json", exclude={*secret, "routes"})
 
 
+def identity_headers(rt: RouteRuntime) -> tuple[str, ...]:
+    """The identity headers authz sets on this route's allowed requests, which the fast lane
+    must set too (a header added here later: a pass carrying another is never minted)."""
+    if not rt.route.pass_identity_headers:
+        return ()
+    assertion = LEGACY_ASSERTION_HEADER if rt.route.legacy_assertion else ASSERTION_HEADER
+    return (assertion, *CLAIM_HEADERS)
+
+
 def policy_version(cfg: RuntimeConfig, rt: RouteRuntime, pass_kid: str) -> str:
     """A digest of everything the route's answer and its headers come from in the config."""
     doc = {
@@ -99,7 +103,7 @@ class RoutePass:
     route_id: str
     audience: str
     cookie: str
-    assertion_header: str | None  # None: the route passes no identity headers
+    headers: tuple[str, ...]  # the identity headers the pass carries (identity_headers)
 
     @property
     def provider(self) -> str:
@@ -120,14 +124,11 @@ class FastLane:
         for rt in cfg.routes:
             if not eligible(cfg, rt):
                 continue
-            header = None
-            if rt.route.pass_identity_headers:
-                header = LEGACY_ASSERTION_HEADER if rt.route.legacy_assertion else ASSERTION_HEADER
             self.routes[rt.id] = RoutePass(
                 route_id=rt.id,
                 audience=f"{PASS_ISSUER}:{rt.id}:{policy_version(cfg, rt, self.kid)}",
                 cookie=pass_cookie_name(cfg, rt.id),
-                assertion_header=header,
+                headers=identity_headers(rt),
             )
 
     def cookies_of_host(self, cfg: RuntimeConfig, netloc: str) -> list[str]:

@@ -72,9 +72,12 @@ class Lane:
               assertion: str = "") -> str:
         """A pass signed with the real pass key (what a worker would mint), with our choices."""
         now = int(time.time())
+        headers = {"x-pomerium-jwt-assertion": assertion,
+                   "x-pomerium-claim-email": "forged@example.com",
+                   "x-pomerium-claim-user": "forged",
+                   "x-pomerium-claim-name": "Forged", "x-pomerium-claim-groups": "admins"}
         claims = {"iss": PASS_ISSUER, "aud": audience or self.lane.routes[route_id].audience,
-                  "iat": now, "exp": int(now + exp_in), "a": assertion, "ce": "forged@example.com",
-                  "cu": "forged", "cn": "Forged", "cg": "admins"}
+                  "iat": now, "exp": int(now + exp_in), "h": headers}
         return jwt.encode(claims, self.lane.key, algorithm="ES256", headers={"kid": self.lane.kid})
 
 

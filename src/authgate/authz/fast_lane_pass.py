@@ -13,13 +13,8 @@ import jwt
 from authgate.authz.context import RequestContext
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
-from authgate.contract import POMERIUM_AUTHORIZATION_HEADER
-from authgate.fast_pass import (
-    ASSERTION_CLAIM,
-    CLAIM_HEADERS,
-    MAX_PASS_BYTES,
-    PASS_ISSUER,
-)
+from authgate.contract import IDENTITY_PREFIX, POMERIUM_AUTHORIZATION_HEADER, STRIP_COOKIES_HEADER
+from authgate.fast_pass import HEADERS_CLAIM, MAX_PASS_BYTES, PASS_ISSUER
 from authgate.session import Session
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
@@ -46,6 +41,13 @@ def mint(
         return None  # a token says who this is: always the Check
     if first_cookie(ctx.cookies, state.session_cookie) is None:
         return None
+    ours = {
+        name: value
+        for name, value in set_headers
+        if name.startswith(IDENTITY_PREFIX) and name != STRIP_COOKIES_HEADER
+    }
+    if set(ours) - set(lane.headers):
+        return None  # Envoy would not set this header from the pass: always the Check
     issued = time.time() if now is None else now
     exp = int(min(issued + state.fast_lane.ttl_s, until))
     if exp - issued < MIN_PASS_S:
@@ -56,10 +58,8 @@ def mint(
         "iat": int(issued),
         "exp": exp,
     }
-    if lane.assertion_header is not None:
-        values = dict(set_headers)
-        claims[ASSERTION_CLAIM] = values.get(lane.assertion_header, "")
-        claims.update({claim: values.get(h, "") for h, claim in CLAIM_HEADERS.items()})
+    if ours:
+        claims[HEADERS_CLAIM] = ours
     token = jwt.encode(
         claims, state.fast_lane.key, algorithm="ES256", headers={"kid": state.fast_lane.kid}
     )

@@ -58,9 +58,8 @@ from envoy_data_plane.google.protobuf import Empty
 
 from authgate.contract import IDENTITY_PREFIX, POMERIUM_AUTHORIZATION_HEADER, STRIP_COOKIES_HEADER
 from authgate.fast_pass import (
-    ASSERTION_CLAIM,
-    CLAIM_HEADERS,
     CLOCK_SKEW_S,
+    HEADERS_CLAIM,
     METADATA_KEY,
     PASS_ISSUER,
     FastLane,
@@ -128,9 +127,10 @@ def verify_on(route: RoutePass) -> dict[str, AnyProto]:
     return {JWT_FILTER: _pack(PerRouteConfig(requirement_name=route.provider))}
 
 
-def _from_pass(header: str, claim: str) -> HeaderValueOption:
+def _from_pass(header: str) -> HeaderValueOption:
+    value = f"%DYNAMIC_METADATA({_PAYLOAD}:{HEADERS_CLAIM}:{header})%"
     return HeaderValueOption(
-        header=HeaderValue(key=header, value=f"%DYNAMIC_METADATA({_PAYLOAD}:{claim})%"),
+        header=HeaderValue(key=header, value=value),
         append_action=_OVERWRITE,
         keep_empty_value=True,
     )
@@ -154,10 +154,7 @@ def twin_route(route: RoutePass, normal: Route) -> Route:
     match.headers = [
         *match.headers, _absent("authorization"), _absent(POMERIUM_AUTHORIZATION_HEADER)
     ]
-    headers = list(normal.request_headers_to_add)
-    if route.assertion_header is not None:
-        headers.append(_from_pass(route.assertion_header, ASSERTION_CLAIM))
-        headers += [_from_pass(h, claim) for h, claim in CLAIM_HEADERS.items()]
+    headers = [*normal.request_headers_to_add, *(_from_pass(h) for h in route.headers)]
     hygiene = Mutations(
         request_mutations=[
             HeaderRule(

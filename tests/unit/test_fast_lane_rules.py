@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 
+from authgate.authz import fast_lane_pass
 from authgate.authz.access import forward
 from authgate.authz.decision import Allow
 from authgate.authz.response import to_check_response
@@ -180,8 +181,11 @@ def test_an_allowed_browser_request_gets_a_pass_carrying_its_headers() -> None:
         allow = await _allow(state, "app", APP)
         claims = _pass_of(state, allow, "app")
         headers = dict(allow.set_headers)
-        assert claims["a"] == headers["x-pomerium-jwt-assertion"]
-        assert claims["ce"] == "a@example.com" and claims["cg"] == "dev"
+        carried = claims["h"]
+        assert carried["x-pomerium-jwt-assertion"] == headers["x-pomerium-jwt-assertion"]
+        assert carried["x-pomerium-claim-email"] == "a@example.com"
+        assert carried["x-pomerium-claim-groups"] == "dev"
+        assert set(carried) == set(state.fast_lane.routes["app"].headers)
         assert before + 59 <= claims["exp"] <= time.time() + 60
         # A kept answer never hands out a pass in its second half of life.
         assert allow.until <= claims["iat"] + 30 + 1
@@ -202,7 +206,7 @@ def test_a_route_without_identity_headers_gets_a_pass_that_carries_none() -> Non
         state = _state_for(state_cfg)
         allow = await _allow(state, "public-id", "id.test:8443")
         claims = _pass_of(state, allow, "public-id")
-        assert not {"a", "ce", "cu", "cn", "cg"} & set(claims)
+        assert "h" not in claims
 
     asyncio.run(run_with())
 
@@ -296,3 +300,18 @@ def test_bootstrap_verifies_passes_before_ext_authz_and_twins_precede_their_rout
     assert per_filter["envoy.filters.http.ext_authz"]["disabled"] is True
     matcher = twin["match"]["dynamic_metadata"][0]
     assert matcher["value"]["string_match"]["exact"] == lane.routes["app"].audience
+
+
+def test_an_identity_header_envoy_would_not_set_means_no_pass() -> None:
+    async def run() -> None:
+        state = _state()
+        session, cookie = await mint(state, APP, {"sub": "u", "email": "a@example.com"})
+        request = check_request("app", APP, "/", {"cookie": f"{SESSION}={cookie}"}, scheme="https")
+        ctx, app = request_context(request), state.cfg.routes_by_id["app"]
+        known = [("x-pomerium-claim-email", "a@example.com")]
+        until = time.time() + 3600
+        assert fast_lane_pass.mint(state, app, ctx, session, known, until) is not None
+        extra = [*known, ("x-pomerium-claim-department", "ops")]
+        assert fast_lane_pass.mint(state, app, ctx, session, extra, until) is None
+
+    asyncio.run(run())
