@@ -182,6 +182,11 @@ def signed_in(lane: Lane) -> dict[str, str]:
 def test_pass_is_used_without_a_check_and_headers_are_ours(
     lane: Lane, signed_in: dict[str, str], http2: bool
 ) -> None:
+    # Without a pass: a Check, whose OK answer sets one (Set-Cookie through ext_authz's OK).
+    session_only = {SESSION: signed_in[SESSION]}
+    answer, checks = _get(lane, "jenkins.test", "/job/x", session_only, http2=http2)
+    assert answer.status_code == 200 and checks >= 1
+    assert _pass_set(answer, lane.pass_cookie("jenkins")) is not None
     cookies = {"JSESSIONID": "app-own", **signed_in, "theme": "dark"}
     spoofed = {"x-pomerium-claim-email": "evil@example.com", "X-Pomerium-Jwt-Assertion": "forged",
                "x-pomerium-anything": "1", "x-pomerium-authgate-strip-cookies": "0"}
