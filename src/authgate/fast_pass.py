@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from authgate.assertion.signer import jwk_thumbprint, jwks_bytes, public_jwk
 from authgate.config.runtime import RouteRuntime, RuntimeConfig
 from authgate.config.schema import Settings
+from authgate.config.tls_schema import fast_lane_possible
 from authgate.contract import ASSERTION_HEADER, CLAIM_HEADER_PREFIX, LEGACY_ASSERTION_HEADER
 from authgate.policy.ppl import SCOPE_CONSTANT, SCOPE_IDENTITY
 
@@ -52,7 +53,12 @@ def enabled(cfg: RuntimeConfig, rt: RouteRuntime) -> bool:
 
 def eligible(cfg: RuntimeConfig, rt: RouteRuntime) -> bool:
     """The fast lane is on for this route and its answer depends on the identity alone."""
-    return enabled(cfg, rt) and not rt.public and rt.policy.scopes() <= _IDENTITY_ONLY
+    return (
+        enabled(cfg, rt)
+        and not rt.public
+        and rt.policy.scopes() <= _IDENTITY_ONLY
+        and fast_lane_possible(cfg.settings, rt.route)
+    )
 
 
 def pass_key(cfg: RuntimeConfig) -> ec.EllipticCurvePrivateKey:

@@ -440,3 +440,24 @@ def test_certificate_authority_adds_to_the_system_bundle(
     assert both.startswith((tmp_path / "system.pem").read_bytes().rstrip()) and both.endswith(extra)
     # A route's own CA replaces both.
     assert base64.b64decode(trusted("upstream-own")["inline_bytes"]) == extra
+
+
+def test_the_fast_lane_stays_off_where_a_pass_would_skip_a_check(
+    certs: tuple[str, str], tmp_path: Path
+) -> None:
+    from authgate.fast_pass import eligible
+
+    ca = b64(trustme.CA().cert_pem.bytes())
+    routes_ = [route("https://a.test", "http://10.0.0.1", id="app"),
+               route("https://b.test", [], id="answer", response={"body": "hi"})]
+
+    def lanes(**extra: Any) -> dict[str, bool]:
+        cfg = runtime(routes_, tls=certs, fast_lane=True, **extra)
+        validate_config(bootstrap(cfg), tmp_path)  # no twin of a route without upstream
+        return {rt.id: eligible(cfg, rt) for rt in cfg.routes}
+
+    assert lanes() == {"app": True, "answer": False}
+    # The default deny runs in authz: a pass would let a request without a certificate in.
+    assert lanes(downstream_mtls={"ca": ca}) == {"app": False, "answer": False}
+    assert lanes(downstream_mtls={"ca": ca, "enforcement": "reject_connection"}) == {
+        "app": True, "answer": False}

@@ -345,3 +345,13 @@ def check_listener_options(settings: Any) -> None:
             )
         if settings.http_redirect_addr.rpartition(":")[2] == settings.address.rpartition(":")[2]:
             raise ValueError("http_redirect_addr must use another port than `address`")
+
+
+def fast_lane_possible(settings: Any, route: Any) -> bool:
+    """Whether a fast-lane pass may stand in for this route's Check: not on a route without an
+    upstream (`redirect`/`response`), and not with downstream_mtls `policy_with_default_deny`,
+    whose certificate check runs in authz (a pass would skip it)."""
+    mtls = settings.downstream_mtls
+    if mtls is not None and mtls.enforcement == "policy_with_default_deny":
+        return False
+    return bool(route.to)
