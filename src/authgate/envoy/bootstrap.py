@@ -130,6 +130,7 @@ from authgate.contract import (
     UNTRUSTED_FORWARDING_HEADERS,
     RouteKind,
 )
+from authgate.envoy.access_log import access_log
 from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
@@ -332,6 +333,7 @@ def _http_connection_manager(
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        access_log=[access_log()],  # JSON lines on Envoy's stdout (envoy/access_log.py)
         route_config=route_config,
         http_filters=[
             _ext_authz_filter(authz_timeout_s),

@@ -17,6 +17,7 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
+from authgate.ops.idp_calls import MeasuredTransport
 from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
@@ -94,7 +95,9 @@ class OidcClient:
         self._client_secret = client_secret
         self.redirect_uri = redirect_uri
         self.scopes = scopes
-        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False)
+        self._http = httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT_S, follow_redirects=False, transport=MeasuredTransport()
+        )
         self._metadata: Metadata | None = None
         self._metadata_at = 0.0
         self._jwks: jwt.PyJWKSet | None = None
@@ -266,6 +269,7 @@ class OidcClient:
             redirect_uri=self.redirect_uri,
             code_challenge_method="S256",
             timeout=HTTP_TIMEOUT_S,
+            transport=MeasuredTransport(),  # ops: IdP calls counted and timed
         )
         try:
             token: dict[str, Any] = await oauth.fetch_token(meta.token_endpoint, **params)
