@@ -36,7 +36,11 @@ def cmd_authz(args: argparse.Namespace) -> int:
     from authgate.authz.server import run_server
 
     cfg = _load(args.config)
-    _serve_ops(args, cfg.settings.metrics_address)
+    try:
+        _serve_ops(args, cfg.settings.metrics_address)
+    except OSError as exc:
+        print(f"authgate authz: {exc}", file=sys.stderr)
+        return 1
     if not args.no_upstream_check:
         from authgate.check import startup_warnings
 
