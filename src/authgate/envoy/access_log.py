@@ -14,7 +14,7 @@ FIELDS = {
     "request_id": "%REQ(X-REQUEST-ID)%",
     "method": "%REQ(:METHOD)%",
     "authority": "%REQ(:AUTHORITY)%",
-    "path": "%PATH(WQ:ORIG)%",  # without the query (codes and tokens travel there)
+    "path": "%PATH(NQ)%",  # without the query (codes and tokens travel there)
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",

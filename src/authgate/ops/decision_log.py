@@ -22,7 +22,9 @@ from authgate.policy.ppl import CompiledPolicy
 log = structlog.get_logger("authgate.decision")
 
 _OWN_PAGES = frozenset({RouteKind.INTERNAL.value, RouteKind.AUTHENTICATE.value})
-MAX_PATH = 1024  # a client chooses the path's length; the log line stays bounded
+# A client chooses these lengths (behind your own Envoy, the request id too): lines stay bounded.
+MAX_PATH = 1024
+MAX_ID = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ def _emit(
 def record(ctx: RequestContext, decision: Decision, started: float) -> None:
     """A decision made on the full path (ctx as routed)."""
     _emit(
-        ctx.headers.get("x-request-id", ""),
+        ctx.headers.get("x-request-id", "")[:MAX_ID],
         ctx.route_id,
         ctx.host,
         ctx.path_only,
@@ -104,12 +106,22 @@ def record(ctx: RequestContext, decision: Decision, started: float) -> None:
     )
 
 
+def _request_id(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str:
+    """Envoy's x-request-id (`http.id` is Envoy's stream number, not this)."""
+    if http.HasField("header_map"):  # encode_raw_headers: what the generated Envoy sends
+        for entry in http.header_map.headers:
+            if entry.key == "x-request-id":
+                return entry.raw_value[:MAX_ID].decode("ascii", "replace")
+        return ""
+    return http.headers.get("x-request-id", "")[:MAX_ID]
+
+
 def record_kept(
     http: attribute_context_pb2.AttributeContext.HttpRequest, note: Note, started: float
 ) -> None:
     """A kept allow answered again (no RequestContext is built on this path)."""
     _emit(
-        http.id,
+        _request_id(http),
         note.route,
         http.host.lower(),
         http.path.partition("?")[0],
@@ -124,7 +136,7 @@ def record_error(attrs: attribute_context_pb2.AttributeContext, started: float) 
     """A Check that failed with an exception (Envoy answers 503)."""
     http = attrs.request.http
     _emit(
-        http.id,
+        _request_id(http),
         attrs.context_extensions.get(EXT_ROUTE_ID, ""),
         http.host.lower(),
         http.path.partition("?")[0],
