@@ -111,9 +111,9 @@ def _request_id(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str
     if http.HasField("header_map"):  # encode_raw_headers: what the generated Envoy sends
         for entry in http.header_map.headers:
             if entry.key == "x-request-id":
-                return entry.raw_value[:MAX_ID].decode("ascii", "replace")
+                return str(entry.raw_value[:MAX_ID].decode("ascii", "replace"))
         return ""
-    return http.headers.get("x-request-id", "")[:MAX_ID]
+    return str(http.headers.get("x-request-id", ""))[:MAX_ID]
 
 
 def record_kept(
