@@ -4,6 +4,7 @@
 Envoy's --log-level understand."""
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,8 @@ _ENVOY = {"warn": "warning", "fatal": "critical", "panic": "critical"}
 
 
 def python_level(level: str) -> int:
-    """structlog's minimum level; "off" is above every level."""
-    return logging.CRITICAL + 10 if level in _OFF else _PYTHON[level]
+    """structlog's minimum level ("off": only critical lines, and those go nowhere)."""
+    return logging.CRITICAL if level in _OFF else _PYTHON[level]
 
 
 def envoy_level(level: str) -> str:
@@ -51,7 +52,9 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(python_level(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(
+            open(os.devnull, "w") if level in _OFF else sys.stderr  # noqa: SIM115 (process-long)
+        ),
         cache_logger_on_first_use=True,
     )
 
