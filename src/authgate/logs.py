@@ -6,7 +6,7 @@ Envoy's --log-level understand."""
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import structlog
 
@@ -43,7 +43,8 @@ def envoy_level(level: str) -> str:
     return "off" if level in _OFF else _ENVOY.get(level, level)
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """`stream`: where lines go (stderr by default)."""
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -53,7 +54,7 @@ def configure_logging(level: str = "info") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(python_level(level)),
         logger_factory=structlog.PrintLoggerFactory(
-            open(os.devnull, "w") if level in _OFF else sys.stderr  # noqa: SIM115 (process-long)
+            open(os.devnull, "w") if level in _OFF else stream or sys.stderr  # noqa: SIM115
         ),
         cache_logger_on_first_use=True,
     )
