@@ -4,15 +4,19 @@ keep process-wide state)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from authgate.authz.decision import Allow, Respond
@@ -21,7 +25,7 @@ from authgate.errors import ConfigError
 from authgate.logs import envoy_level, proxy_log_level
 from authgate.ops.decision_log import outcome_of
 from authgate.ops.http_server import OpsServer
-from authgate.ops.idp_calls import endpoint_name
+from authgate.ops.idp_calls import endpoint_name, measured
 from authgate.ops.metrics import SupervisorStats, exposition, registry_for, worker_exited
 from authgate.ops.probes import accepts
 
@@ -197,3 +201,51 @@ def test_the_decision_line_and_log_level() -> None:
     quiet = _run(DECISION.format(level="warn")).stderr
     assert [json.loads(line)["event"] for line in quiet.splitlines()] == ["still_here"]
     assert _run(DECISION.format(level="off")).stderr == ""
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers every request, also as a forward proxy (`GET http://host/path`)."""
+
+    def do_GET(self) -> None:
+        body = b'{"ok": true}'
+        self.send_response(200 if "missing" not in self.path else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_idp_calls_are_counted_and_the_proxy_environment_still_applies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    closed = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def count(endpoint: str, outcome: str) -> float:
+        labels = {"endpoint": endpoint, "outcome": outcome}
+        return REGISTRY.get_sample_value("authgate_idp_requests_total", labels) or 0.0
+
+    before = {k: count(*k) for k in [("token", "success"), ("userinfo", "http_4xx"),
+                                     ("jwks", "error")]}
+
+    async def calls() -> None:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        async with measured(httpx.AsyncClient()) as client:
+            # idp.invalid never resolves: only the proxy can answer this.
+            assert (await client.get("http://idp.invalid/oauth2/token")).status_code == 200
+            assert (await client.get("http://idp.invalid/userinfo/missing")).status_code == 404
+        monkeypatch.delenv("HTTP_PROXY")
+        server.shutdown()
+        server.server_close()
+        async with measured(httpx.AsyncClient()) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"{closed}/jwks")
+
+    asyncio.run(calls())
+    assert count("token", "success") == before[("token", "success")] + 1
+    assert count("userinfo", "http_4xx") == before[("userinfo", "http_4xx")] + 1
+    assert count("jwks", "error") == before[("jwks", "error")] + 1

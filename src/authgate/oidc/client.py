@@ -17,7 +17,7 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
-from authgate.ops.idp_calls import MeasuredTransport
+from authgate.ops.idp_calls import measured
 from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
@@ -95,9 +95,8 @@ class OidcClient:
         self._client_secret = client_secret
         self.redirect_uri = redirect_uri
         self.scopes = scopes
-        self._http = httpx.AsyncClient(
-            timeout=HTTP_TIMEOUT_S, follow_redirects=False, transport=MeasuredTransport()
-        )
+        # ops: IdP calls counted and timed
+        self._http = measured(httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False))
         self._metadata: Metadata | None = None
         self._metadata_at = 0.0
         self._jwks: jwt.PyJWKSet | None = None
@@ -263,13 +262,14 @@ class OidcClient:
 
     async def _token_request(self, **params: str) -> dict[str, Any]:
         meta = await self.metadata()
-        oauth = AsyncOAuth2Client(
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            redirect_uri=self.redirect_uri,
-            code_challenge_method="S256",
-            timeout=HTTP_TIMEOUT_S,
-            transport=MeasuredTransport(),  # ops: IdP calls counted and timed
+        oauth = measured(  # ops: IdP calls counted and timed
+            AsyncOAuth2Client(
+                client_id=self.client_id,
+                client_secret=self._client_secret,
+                redirect_uri=self.redirect_uri,
+                code_challenge_method="S256",
+                timeout=HTTP_TIMEOUT_S,
+            )
         )
         try:
             token: dict[str, Any] = await oauth.fetch_token(meta.token_endpoint, **params)

@@ -1,11 +1,19 @@
-"""Every HTTP request to the identity provider, counted and timed by one httpx transport
-(both the plain client and authlib's token client use it), named by a bounded endpoint word."""
+"""Every HTTP request to the identity provider, counted and timed by wrapping the transports
+of the client that sends it (the plain client and authlib's token client), and named by a
+bounded endpoint word.
+
+The client is built as usual first and its transports wrapped afterwards: passing
+`transport=` instead would make httpx ignore `verify`, `cert` and the proxy environment
+(HTTPS_PROXY), which a deployment may rely on to reach its IdP."""
 
 from time import perf_counter
+from typing import TypeVar
 
 import httpx
 
 from authgate.ops.metrics import IDP_REQUESTS, IDP_SECONDS
+
+ClientT = TypeVar("ClientT", bound=httpx.AsyncClient)
 
 
 def endpoint_name(url: httpx.URL) -> str:
@@ -23,9 +31,19 @@ def endpoint_name(url: httpx.URL) -> str:
     return "other"
 
 
+def measured(client: ClientT) -> ClientT:
+    """`client`, its requests to the IdP counted and timed (httpx 0.28's transport slots)."""
+    client._transport = MeasuredTransport(client._transport)
+    client._mounts = {
+        pattern: None if transport is None else MeasuredTransport(transport)
+        for pattern, transport in client._mounts.items()
+    }
+    return client
+
+
 class MeasuredTransport(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport()
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         endpoint = endpoint_name(request.url)
