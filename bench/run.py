@@ -498,7 +498,7 @@ def handler_split(stack: stacks.Stack, iterations: int = 20000,
         return {"error": f"{type(exc).__name__}: {exc}"}
     servicer = AuthorizationServicer(state)
     # Each Check writes its decision line, as in a worker whose stderr goes to a file or pipe.
-    decision_lines = tempfile.TemporaryFile("w")  # noqa: SIM115 (kept for the whole split)
+    decision_lines = tempfile.TemporaryFile("wb")  # noqa: SIM115 (kept for the whole split)
     configure_logging(stack.cfg.settings.log_level, stream=decision_lines)
     junk = bytearray(8 << 20)
 

@@ -6,8 +6,9 @@ Envoy's --log-level understand."""
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
+import orjson
 import structlog
 
 if TYPE_CHECKING:
@@ -43,19 +44,22 @@ def envoy_level(level: str) -> str:
     return "off" if level in _OFF else _ENVOY.get(level, level)
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """`stream`: where lines go (stderr by default)."""
+def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> None:
+    """`stream`: where lines go (stderr by default). orjson renders them: the decision line is
+    written once per Check, and the JSON step was the largest part of its cost."""
+    if level in _OFF:
+        out: BinaryIO = open(os.devnull, "wb")  # noqa: SIM115 (for the process's life)
+    else:
+        out = stream or sys.stderr.buffer
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(python_level(level)),
-        logger_factory=structlog.PrintLoggerFactory(
-            open(os.devnull, "w") if level in _OFF else stream or sys.stderr  # noqa: SIM115
-        ),
+        logger_factory=structlog.BytesLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
 
