@@ -38,9 +38,9 @@ def cmd_authz(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     try:
         _serve_ops(args, cfg.settings.metrics_address)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"authgate authz: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ValueError) else 1
     if not args.no_upstream_check:
         from authgate.check import startup_warnings
 

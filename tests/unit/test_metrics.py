@@ -146,6 +146,9 @@ def test_the_ops_endpoint_answers_health_readiness_and_metrics() -> None:
     finally:
         server.close()
     assert not accepts(f"127.0.0.1:{server.port}")
+    for bad in ("nine", "127.0.0.1", ":99999", "host:port"):
+        with pytest.raises(ValueError, match="is not host:port"):
+            OpsServer(bad, lambda: b"", readiness)
 
 
 def test_config_keys() -> None:

@@ -17,7 +17,9 @@ Readiness = Callable[[], tuple[bool, str]]
 
 def split_address(address: str) -> tuple[str, int]:
     """`host:port`, `:port` (every interface, as in Pomerium) or `[v6]:port`."""
-    host, _, port = address.rpartition(":")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"metrics address {address!r} is not host:port; write e.g. :9090")
     host = host.strip("[]")
     return host or "0.0.0.0", int(port)
 
