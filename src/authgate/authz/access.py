@@ -6,7 +6,7 @@ from dataclasses import replace
 from urllib.parse import quote
 
 from authgate.authn.sign_in import start_login
-from authgate.authz import pages
+from authgate.authz import fast_lane_pass, pages
 from authgate.authz.app_claims import added_claims
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
@@ -110,6 +110,9 @@ def forward(
             (f"{CLAIM_HEADER_PREFIX}name", _header_value(ident.name)),
             (f"{CLAIM_HEADER_PREFIX}groups", ",".join(g for g in ident.groups if _listable(g))),
         ]
+    minted = fast_lane_pass.mint(state, route, ctx, session, set_headers, until)
+    if minted is not None:
+        until = min(until, minted[1])
     cookie_changes = _without_own_cookies(state, ctx)
     if cookie_changes is not None:
         set_headers += [(k, v) for k, v in cookie_changes if v]
@@ -128,6 +131,7 @@ def forward(
         session_id=session.sid if session is not None else "",
         rule=rule,
         user=(session.identity.email or session.identity.user) if session is not None else "",
+        response_cookies=(minted[0],) if minted is not None else (),
     )
 
 

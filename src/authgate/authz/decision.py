@@ -16,6 +16,7 @@ class Allow:
     # For the decision log: the policy block that let it in (as `explain` names it), and who.
     rule: str = ""
     user: str = ""
+    response_cookies: tuple[str, ...] = ()  # Set-Cookie values for the client (a fast-lane pass)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from authgate.authn.tokens import (
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
+from authgate.fast_pass import FastLane
 from authgate.oidc import GrantRevoked, OidcClient
 from authgate.oidc.factory import idp_client
 from authgate.session import SealedBox
@@ -95,6 +96,7 @@ class AuthzState:
     own_cookies: frozenset[str] = field(init=False)
     own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
+    fast_lane: FastLane = field(init=False)  # the routes that mint passes, and their key
 
     def __post_init__(self) -> None:
         self.secure = self.cfg.settings.tls
@@ -104,6 +106,7 @@ class AuthzState:
         self.own_cookies = frozenset(self.cfg.own_cookies)
         self.own_cookies_lower = frozenset(name.lower() for name in self.own_cookies)
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
+        self.fast_lane = FastLane(self.cfg)
 
     @classmethod
     def build(

@@ -64,7 +64,10 @@ class RuntimeConfig:
     @property
     def own_cookies(self) -> tuple[str, ...]:
         """Every cookie authgate sets: none of them ever reaches an app."""
-        return (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        from authgate.fast_pass import pass_cookie_names  # it reads this module's types
+
+        own = (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        return (*own, *pass_cookie_names(self))
 
     def route_for_origin(self, origin: str) -> RouteRuntime | None:
         parts = urlsplit(origin)

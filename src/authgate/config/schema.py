@@ -390,6 +390,9 @@ class Route(BaseModel):
     allowed_domains: StrList = Field(default_factory=list)
     allowed_groups: StrList = Field(default_factory=list)
     policy: list[dict[str, Any]] | dict[str, Any] | None = None
+    # authgate's key: Envoy lets a signed-in user's repeat requests through on a short-lived
+    # pass (README, "The fast lane"); None: the global `fast_lane`.
+    fast_lane: bool | None = None
 
     @field_validator("from_")
     @classmethod
@@ -685,6 +688,9 @@ class Settings(BaseModel):
     metrics_address: str | None = None
     log_level: LogLevel = "info"
     proxy_log_level: LogLevel | None = None  # Envoy's; unset: log_level's, else "warning"
+    # authgate's keys: the fast lane (README, "The fast lane"), off unless turned on.
+    fast_lane: bool = False
+    fast_lane_ttl: Duration = timedelta(seconds=60)
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("address")
@@ -773,6 +779,9 @@ class Settings(BaseModel):
                     "databroker_storage_connection_string: with databroker_storage_type redis, "
                     "give redis://[:password@]host:port[/db] (or rediss:// for TLS)"
                 )
+        if not 1 <= self.fast_lane_ttl.total_seconds() <= 600:
+            raise ValueError("fast_lane_ttl must be between 1s and 10m (a pass outlives sign-out "
+                             "elsewhere by at most this long); the default is 60s")
         if self.session_refresh_interval.total_seconds() < 1:
             raise ValueError("session_refresh_interval must be at least 1s")
         seen: dict[tuple[str, str, str], int] = {}

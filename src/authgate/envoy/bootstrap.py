@@ -130,7 +130,9 @@ from authgate.contract import (
     UNTRUSTED_FORWARDING_HEADERS,
     RouteKind,
 )
+from authgate.envoy import fast_lane
 from authgate.envoy.access_log import access_log
+from authgate.fast_pass import FastLane
 from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
@@ -328,7 +330,10 @@ def _router_filter() -> HttpFilter:
 
 
 def _http_connection_manager(
-    route_config: RouteConfiguration, authz_timeout_s: float, own_cookies: Sequence[str]
+    route_config: RouteConfiguration,
+    authz_timeout_s: float,
+    own_cookies: Sequence[str],
+    lane: FastLane,
 ) -> Filter:
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
@@ -336,6 +341,7 @@ def _http_connection_manager(
         access_log=[access_log()],  # JSON lines on Envoy's stdout (envoy/access_log.py)
         route_config=route_config,
         http_filters=[
+            *fast_lane.http_filters(lane),
             _ext_authz_filter(authz_timeout_s),
             _cookie_filter(own_cookies),
             _router_filter(),
@@ -358,7 +364,10 @@ def _http_connection_manager(
 
 def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
     settings = cfg.settings
-    hcm = _http_connection_manager(build_route_config(cfg), authz_timeout_s, cfg.own_cookies)
+    lane = FastLane(cfg)
+    hcm = _http_connection_manager(
+        build_route_config(cfg, lane), authz_timeout_s, cfg.own_cookies, lane
+    )
     chain = FilterChain(filters=[hcm])
     if settings.tls:
         assert settings.certificate_file and settings.certificate_key_file  # schema guarantees it
@@ -500,12 +509,13 @@ def _routes_by_netloc(cfg: RuntimeConfig) -> dict[str, list[RouteRuntime]]:
 
 
 def _route_virtual_host(
-    netloc: str, routes: Sequence[RouteRuntime], default_port: int
+    netloc: str, routes: Sequence[RouteRuntime], default_port: int, lane: FastLane
 ) -> VirtualHost:
+    proxied = [r for rt in routes for r in fast_lane.with_fast_lane(lane, rt.id, _proxy_route(rt))]
     return VirtualHost(
         name=netloc,
         domains=domains_for(netloc, default_port),
-        routes=[*_internal_routes(routes[0].id), *(_proxy_route(rt) for rt in routes)],
+        routes=[*_internal_routes(routes[0].id), *proxied],
     )
 
 
@@ -519,10 +529,11 @@ def _authenticate_virtual_host(netloc: str, default_port: int) -> VirtualHost:
     )
 
 
-def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
+def build_route_config(cfg: RuntimeConfig, lane: FastLane | None = None) -> RouteConfiguration:
     default_port = 443 if cfg.settings.tls else 80
+    lane = lane or FastLane(cfg)
     hosts = [
-        _route_virtual_host(netloc, rts, default_port)
+        _route_virtual_host(netloc, rts, default_port, lane)
         for netloc, rts in _routes_by_netloc(cfg).items()
     ]
     hosts.append(_authenticate_virtual_host(cfg.authenticate_netloc, default_port))
