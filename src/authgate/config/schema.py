@@ -37,6 +37,14 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 DEFAULT_SCOPES = OIDC_DEFAULT_SCOPES
 BearerTokenFormat = Literal["default", "idp_access_token", "idp_identity_token"]
+# Pomerium's level words (authgate.logs maps them for structlog and Envoy).
+LogLevel = Annotated[
+    Literal[
+        "trace", "debug", "info", "warn", "warning", "error", "critical", "fatal", "panic",
+        "off", "none", "disabled",
+    ],
+    BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v),
+]
 
 
 def _split_list(value: object) -> object:
@@ -724,6 +732,10 @@ class Settings(BaseModel):
     idp_access_token_allowed_audiences: StrList = Field(default_factory=list)
     # Where the programmatic login may send its token besides loopback addresses.
     programmatic_redirect_domain_whitelist: StrList = Field(default_factory=lambda: ["localhost"])
+    # Operating it (Pomerium's keys): /metrics, /healthz, /readyz here; log levels.
+    metrics_address: str | None = None
+    log_level: LogLevel = "info"
+    proxy_log_level: LogLevel | None = None  # Envoy's; unset: log_level's, else "warning"
     # authgate's keys: the fast lane (README, "The fast lane"), off unless turned on.
     fast_lane: bool = False
     fast_lane_ttl: Duration = timedelta(seconds=60)
@@ -736,6 +748,11 @@ class Settings(BaseModel):
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:8443 or :443")
         return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else cls._address(value)
 
     @field_validator("authenticate_service_url")
     @classmethod

@@ -121,6 +121,7 @@ from authgate.contract import (
     RouteKind,
 )
 from authgate.envoy import fast_lane
+from authgate.envoy.access_log import access_log
 from authgate.envoy.downstream_tls import (
     apply_listener_options,
     downstream_tls,
@@ -323,6 +324,7 @@ def _http_connection_manager(
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        access_log=[access_log()],  # JSON lines on Envoy's stdout (envoy/access_log.py)
         route_config=route_config,
         http_filters=[
             *fast_lane.http_filters(lane),
