@@ -12,7 +12,8 @@ def run(
     *,
     workers: int = 1,
     runtime_dir: str | None = None,
-    envoy_log_level: str = "warning",
+    envoy_log_level: str | None = None,
+    metrics_address: str | None = None,
     watch: bool = True,
 ) -> int:
     if workers < 1:
@@ -23,5 +24,6 @@ def run(
         workers=workers,
         runtime_dir=Path(runtime_dir) if runtime_dir else None,
         envoy_log_level=envoy_log_level,
+        metrics_address=metrics_address,
         watch=watch,
     ).run()

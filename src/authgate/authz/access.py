@@ -2,12 +2,11 @@
 
 import math
 import re
+from dataclasses import replace
 from urllib.parse import quote
 
-import structlog
-
 from authgate.authn.sign_in import start_login
-from authgate.authz import pages
+from authgate.authz import fast_lane_pass, pages
 from authgate.authz.app_claims import added_claims
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
@@ -24,6 +23,8 @@ from authgate.contract import (
     STRIP_COOKIES_HEADER,
     UNTRUSTED_FORWARDING_HEADERS,
 )
+from authgate.ops.decision_log import NO_SESSION, allow_rule, deny_rule
+from authgate.ops.metrics import SIGN_IN_REDIRECT
 from authgate.policy import PolicyInput
 from authgate.session import Session
 from authgate.session.cookies import (
@@ -34,9 +35,6 @@ from authgate.session.cookies import (
 from authgate.session.store import StoreUnavailable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-log = structlog.get_logger("authgate.authz")
 
 
 def _header_value(value: str) -> str:
@@ -78,6 +76,7 @@ def forward(
     ctx: RequestContext,
     session: Session | None,
     token_in_authorization: bool = False,
+    rule: str = "",
 ) -> Allow:
     """Forward with every client-sent identity header removed and ours set (overwrite).
     `token_in_authorization`: authgate read `Authorization`, which is then not the app's."""
@@ -111,6 +110,9 @@ def forward(
             (f"{CLAIM_HEADER_PREFIX}name", _header_value(ident.name)),
             (f"{CLAIM_HEADER_PREFIX}groups", ",".join(g for g in ident.groups if _listable(g))),
         ]
+    minted = fast_lane_pass.mint(state, route, ctx, session, set_headers, until)
+    if minted is not None:
+        until = min(until, minted[1])
     cookie_changes = _without_own_cookies(state, ctx)
     if cookie_changes is not None:
         set_headers += [(k, v) for k, v in cookie_changes if v]
@@ -127,15 +129,19 @@ def forward(
         remove_headers=tuple(remove),
         until=until,
         session_id=session.sid if session is not None else "",
+        rule=rule,
+        user=(session.identity.email or session.identity.user) if session is not None else "",
+        response_cookies=(minted[0],) if minted is not None else (),
     )
 
 
 def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     if ctx.wants_html:
-        return start_login(state, route, ctx)
-    return pages.json_answer(
+        return replace(start_login(state, route, ctx), outcome=SIGN_IN_REDIRECT, rule=NO_SESSION)
+    answer = pages.json_answer(
         401, {"error": "unauthenticated", "message": "sign in first: open this URL in a browser"}
     )
+    return replace(answer, rule=NO_SESSION)
 
 
 async def who_is(
@@ -171,25 +177,19 @@ async def check_route(
         source_ip=ctx.source_ip,
         now=state.clock(),
         headers=ctx.headers,
+        client_certificate=ctx.client_certificate,
     )
     if route.policy.allowed(inp):
-        return forward(state, route, ctx, session, from_authorization)
+        rule = allow_rule(route.policy, inp)
+        return forward(state, route, ctx, session, from_authorization, rule)
     if session is None:
         return not_signed_in(state, route, ctx)
     # The explanation is computed only here, off the allow path.
-    why = route.policy.explain(inp).reason
+    explained = route.policy.explain(inp)
+    why = explained.reason
     who = session.identity.email or session.identity.user
-    log.info(
-        "denied",
-        request_id=ctx.headers.get("x-request-id", ""),
-        route=route.id,
-        host=route.netloc,
-        path=ctx.path_only,
-        user=who,
-        rule=why,
-    )
     back = f"{SIGN_OUT_PATH}?pomerium_redirect_uri={quote(ctx.path, safe='')}"
-    return pages.error(
+    page = pages.error(
         ctx,
         403,
         "Access denied",
@@ -201,3 +201,4 @@ async def check_route(
             ("Who am I signed in as?", "/.pomerium/"),
         ),
     )
+    return replace(page, rule=deny_rule(explained), user=who)

@@ -8,7 +8,6 @@ routing is off: a Check never goes to a host known to be down, it answers 503 in
 """
 
 from datetime import timedelta
-from typing import Any
 
 from envoy_data_plane.envoy.config.cluster.v3 import ClusterCommonLbConfig, OutlierDetection
 from envoy_data_plane.envoy.config.core.v3 import (
@@ -90,19 +89,3 @@ def authz_retry_policy(authz_timeout_s: float) -> RetryPolicy:
         host_selection_retry_max_attempts=5,
     )
 
-
-# betterproto's snake_case splits digits from letters; Envoy's field names do not.
-_SNAKE_FIXES = {"enforcing_consecutive_5_xx": "enforcing_consecutive_5xx"}
-
-
-def fix_snake_case(node: Any) -> None:
-    """Rename the fields above, in place, anywhere in a proto-JSON document."""
-    if isinstance(node, dict):
-        for wrong, right in _SNAKE_FIXES.items():
-            if wrong in node:
-                node[right] = node.pop(wrong)
-        for value in node.values():
-            fix_snake_case(value)
-    elif isinstance(node, list):
-        for item in node:
-            fix_snake_case(item)

@@ -44,9 +44,13 @@ KINDS = ("sds", "eds", "cds", "rds", "lds")  # the order a change is written in:
 
 @dataclass(frozen=True)
 class Resources:
-    """Envoy's resources by kind (`KINDS`), each a list of proto-JSON dicts with `@type`."""
+    """Envoy's resources by kind (`KINDS`), each a list of proto-JSON dicts with `@type`;
+    `certificate_files`: the listener certificate files inlined in SDS; `files`: every other
+    file Envoy reads (CA bundles...)."""
 
     by_kind: dict[str, list[dict[str, Any]]]
+    certificate_files: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
     def fingerprint(self, kind: str) -> str:
         text = json.dumps(self.by_kind[kind], sort_keys=True)
@@ -61,7 +65,7 @@ class Resources:
             theirs = extra.get(assignment["cluster_name"])
             if theirs is not None:
                 assignment["endpoints"] = [*assignment["endpoints"], *theirs["endpoints"]]
-        return Resources(merged)
+        return Resources(merged, self.certificate_files, self.files)
 
 
 def _source(directory: Path, kind: str) -> dict[str, Any]:
@@ -83,31 +87,37 @@ def _read(path: str) -> str:
 
 
 def _certificates_to_sds(
-    tls: dict[str, Any], listener: str, directory: Path, secrets: list[dict[str, Any]]
+    tls: dict[str, Any], name: str, directory: Path, secrets: list[dict[str, Any]],
+    read: list[str],
 ) -> None:
     common = tls.setdefault("common_tls_context", {})
     refs = []
     for index, cert in enumerate(common.pop("tls_certificates", [])):
-        name = f"{listener}-cert-{index}"
+        secret_name = f"{name}-cert-{index}"
         inlined = {}
         for field in ("certificate_chain", "private_key"):
             source = cert[field]
-            inlined[field] = (
-                {"inline_string": _read(source["filename"])} if "filename" in source else source
-            )
-        secrets.append({"@type": SECRET_TYPE, "name": name, "tls_certificate": inlined})
-        refs.append({"name": name, "sds_config": _source(directory, "sds")})
+            if "filename" in source:
+                read.append(source["filename"])
+                inlined[field] = {"inline_string": _read(source["filename"])}
+            else:
+                inlined[field] = source
+        secrets.append({"@type": SECRET_TYPE, "name": secret_name, "tls_certificate": inlined})
+        refs.append({"name": secret_name, "sds_config": _source(directory, "sds")})
     if refs:
         common["tls_certificate_sds_secret_configs"] = refs
 
 
 def _dynamic_listener(
     listener: dict[str, Any], directory: Path, routes: list[dict[str, Any]],
-    secrets: list[dict[str, Any]],
+    secrets: list[dict[str, Any]], read: list[str],
 ) -> dict[str, Any]:
     listener = copy.deepcopy(listener)
     name = listener["name"]
-    for chain in listener.get("filter_chains", []):
+    chains = listener.get("filter_chains", [])
+    if "default_filter_chain" in listener:
+        chains = [*chains, listener["default_filter_chain"]]
+    for chain_index, chain in enumerate(chains):
         for net_filter in chain.get("filters", []):
             hcm = net_filter.get("typed_config", {})
             if hcm.get("@type") == HCM_TYPE and "route_config" in hcm:
@@ -120,7 +130,7 @@ def _dynamic_listener(
                 }
         socket = chain.get("transport_socket", {}).get("typed_config", {})
         if socket.get("@type") == DOWNSTREAM_TLS_TYPE:
-            _certificates_to_sds(socket, name, directory, secrets)
+            _certificates_to_sds(socket, f"{name}-{chain_index}", directory, secrets, read)
     return {"@type": LISTENER_TYPE, **listener}
 
 
@@ -149,8 +159,9 @@ def split(
     static = static_bootstrap.get("static_resources", {})
     routes: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
+    certificate_files: list[str] = []
     listeners = [
-        _dynamic_listener(listener, directory, routes, secrets)
+        _dynamic_listener(listener, directory, routes, secrets, certificate_files)
         for listener in static.get("listeners", [])
     ]
     assignments: list[dict[str, Any]] = []
@@ -171,9 +182,21 @@ def split(
         "cds_config": _source(directory, "cds"),
     }
     resources = Resources(
-        {"sds": secrets, "eds": assignments, "cds": clusters, "rds": routes, "lds": listeners}
+        {"sds": secrets, "eds": assignments, "cds": clusters, "rds": routes, "lds": listeners},
+        tuple(dict.fromkeys(certificate_files)),
+        tuple(f for f in dict.fromkeys(_filenames(static)) if f not in certificate_files),
     )
     return bootstrap, resources
+
+
+def _filenames(node: Any) -> list[str]:
+    """Every `filename` of a DataSource in a proto-JSON document."""
+    if isinstance(node, dict):
+        found = [node["filename"]] if isinstance(node.get("filename"), str) else []
+        return found + [f for value in node.values() for f in _filenames(value)]
+    if isinstance(node, list):
+        return [f for item in node for f in _filenames(item)]
+    return []
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -29,6 +29,9 @@ from authgate.check import startup_warnings
 from authgate.config.runtime import missing_secrets_warning
 from authgate.envoy import EnvoyProcess, xds
 from authgate.errors import ConfigError
+from authgate.logs import proxy_log_level
+from authgate.ops.metrics import MULTIPROC_ENV
+from authgate.ops.service import SupervisorOps
 from authgate.supervise import envoy_admin
 from authgate.supervise.plan import DRAIN_TIME_S, Plan, envoy_resources, load_plan
 from authgate.supervise.ports import refuse_if_served
@@ -61,7 +64,8 @@ class Supervisor:
         *,
         workers: int = 1,
         runtime_dir: Path | None = None,
-        envoy_log_level: str = "warning",
+        envoy_log_level: str | None = None,
+        metrics_address: str | None = None,
         watch: bool = True,
     ) -> None:
         self.config = config
@@ -70,7 +74,10 @@ class Supervisor:
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="authgate-"))
         # The embedded session store outlives the workers (and a temporary runtime dir).
         self.shared_dir = None if self.own_dir else self.runtime_dir / "shared"
-        self.envoy_log_level = envoy_log_level
+        self.envoy_log_level = envoy_log_level  # None: from the config (proxy_log_level...)
+        self.metrics_address = metrics_address
+        self.ops: SupervisorOps | None = None  # /metrics /healthz /readyz (authgate.ops)
+        self.ops_env: dict[str, str] = {}
         self.watch_enabled = watch
         self.generated: dict[str, str] = {}
         self.plan: Plan | None = None
@@ -93,10 +100,16 @@ class Supervisor:
 
     def worker_environment(self, env: dict[str, str]) -> dict[str, str]:
         """The environment of every worker process (the one place it is built)."""
-        return dict(env)
+        merged = {**env, **self.ops_env}
+        if MULTIPROC_ENV not in self.ops_env:  # no metrics endpoint: workers keep none
+            merged.pop(MULTIPROC_ENV, None)
+        return merged
 
-    def on_child_exit(self, worker: Worker, pid: int) -> None:
-        """Called once for every worker process that exited (crashed or stopped)."""
+    def on_child_exit(self, worker: Worker, pid: int, restarted: bool) -> None:
+        """Called once for every worker process that exited (`restarted`: it crashed and is
+        restarted, rather than stopped by a reload or the end of the run)."""
+        if self.ops is not None:
+            self.ops.worker_exited(pid, restarted)
 
     def readiness(self) -> tuple[bool, str]:
         envoy_up = self.envoy is not None and self.envoy.poll() is None
@@ -127,14 +140,20 @@ class Supervisor:
         )
 
     def _worker_exited(self, worker: Worker, pid: int) -> None:
-        if not self.stopping and worker.generation == self.generation:
+        restarted = not self.stopping and worker.generation == self.generation
+        if restarted:
             self.restarts += 1
-        self.on_child_exit(worker, pid)
+        self.on_child_exit(worker, pid, restarted)
 
-    def _watch(self, plan: Plan, seen: FileWatch | None = None) -> FileWatch | None:
+    def _watch(
+        self, plan: Plan, resources: xds.Resources, seen: FileWatch | None = None
+    ) -> FileWatch | None:
+        """The config, the files it names and every file Envoy reads."""
         if not self.watch_enabled:
             return None
-        return FileWatch([self.config, *files_named_by(plan.settings)], seen)
+        envoy_files = [*resources.certificate_files, *resources.files]
+        return FileWatch([self.config, *files_named_by(plan.settings), *map(Path, envoy_files)],
+                         seen)
 
     def start(self) -> None:
         plan = load_plan(self.config, self.generated)
@@ -148,7 +167,11 @@ class Supervisor:
         for stale in self.runtime_dir.glob("authz-*"):  # a previous run's sockets
             stale.unlink(missing_ok=True)
         self.plan = plan
-        self.watch = self._watch(plan)
+        self.ops = SupervisorOps(
+            self.metrics_address or plan.settings.metrics_address, self.runtime_dir
+        )
+        self.ops.worker_env(self.ops_env)  # once: it empties the workers' metrics directory
+        self.ops.start()
         workers = self._new_generation(plan)
         self.workers = workers
         workers.start()
@@ -158,10 +181,11 @@ class Supervisor:
         )
         xds.write(resources, self.xds_dir)
         self.resources = resources
+        self.watch = self._watch(plan, resources)
         self.envoy = EnvoyProcess(
             bootstrap,
             workdir=self.runtime_dir,
-            log_level=self.envoy_log_level,
+            log_level=self.envoy_log_level or proxy_log_level(plan.settings),
             extra_args=(
                 "--drain-time-s", str(DRAIN_TIME_S), "--drain-strategy", "immediate",
                 # xDS files are held to the same rules as a static bootstrap.
@@ -173,7 +197,7 @@ class Supervisor:
         for route in plan.cfg.routes:
             say(
                 f"serving {route.origin}{route.route.prefix or route.route.path or '/'} -> "
-                f"{', '.join(route.route.to)}"
+                f"{route.route.destination}"
             )
         say(
             f"sign-in at {plan.cfg.authenticate_origin} (listening on {plan.settings.address}); "
@@ -234,9 +258,8 @@ class Supervisor:
             return self._refused(problem)
         switched_after = time.monotonic() - started
         self.workers, self.plan, self.resources = new, plan, resources
-        self.watch = self._watch(plan, seen)
-        self.reloads += 1
-        self._write_state()
+        self.watch = self._watch(plan, resources, seen)
+        self._reloaded()
         old.stop(WORKER_STOP_TIMEOUT_S)  # they finish the Checks Envoy sent them
         say(f"reloaded: generation {new.generation} serving (workers ready after "
             f"{ready_after:.1f} s, Envoy switched after {switched_after:.1f} s, old generation "
@@ -272,13 +295,20 @@ class Supervisor:
         except OSError as exc:
             return self._refused(f"cannot write Envoy's configuration: {exc}")
         self.resources = resources
-        self.reloads += 1
-        self._write_state()
+        self._reloaded()
         say("reloaded the certificates: new TLS connections get them")
         return True
 
+    def _reloaded(self) -> None:
+        self.reloads += 1
+        if self.ops is not None:
+            self.ops.reloaded(True)
+        self._write_state()
+
     def _refused(self, why: str) -> bool:
         self.reload_failures += 1
+        if self.ops is not None:
+            self.ops.reloaded(False)
         say(f"reload refused, still serving the previous configuration: {why}")
         return False
 
@@ -323,9 +353,15 @@ class Supervisor:
             self._write_state()
 
     def _certificate_files(self) -> set[Path]:
-        assert self.plan is not None
+        """The files that only Envoy's SDS holds (a change needs no new workers)."""
+        assert self.plan is not None and self.resources is not None
         settings = self.plan.settings
-        return {Path(f) for f in (settings.certificate_file, settings.certificate_key_file) if f}
+        named = (settings.certificate_file, settings.certificate_key_file)
+        return {
+            Path(os.path.abspath(f))
+            for f in (*self.resources.certificate_files, *named)
+            if f
+        }
 
     def _write_state(self) -> None:
         """state.json in the runtime dir: the live pids, for operators and tests."""
@@ -360,6 +396,8 @@ class Supervisor:
             self.envoy.stop(ENVOY_STOP_TIMEOUT_S)
         if self.workers is not None:
             self.workers.stop(WORKER_STOP_TIMEOUT_S)
+        if self.ops is not None:
+            self.ops.close()
         if self.own_dir:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,20 +14,25 @@ Stamp = str | None  # the content's digest; None: missing or unreadable
 
 
 def files_named_by(settings: Settings) -> list[Path]:
-    """Every `*_file` key of the config, and of its routes (tls_custom_ca_file...)."""
-    found: list[Path] = []
+    """Every `*_file` value of the config, at any depth (routes' tls_custom_ca_file,
+    downstream_mtls.ca_file...)."""
 
-    def collect(values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            if key.endswith("_file") and isinstance(value, str) and value:
-                found.append(Path(value))
+    def collect(node: Any) -> list[Path]:
+        if isinstance(node, dict):
+            return [
+                found
+                for key, value in node.items()
+                for found in (
+                    [Path(value)]
+                    if key.endswith("_file") and isinstance(value, str) and value
+                    else collect(value)
+                )
+            ]
+        if isinstance(node, list):
+            return [found for item in node for found in collect(item)]
+        return []
 
-    dumped = settings.model_dump()
-    collect(dumped)
-    for route in dumped.get("routes") or []:
-        if isinstance(route, dict):
-            collect(route)
-    return found
+    return collect(settings.model_dump())
 
 
 def _stamp(path: Path) -> Stamp:
@@ -45,7 +51,8 @@ class FileWatch:
     def __init__(self, paths: Iterable[Path], seen: FileWatch | None = None) -> None:
         """`seen`: a watch whose stamps count as already seen (taken before a config was read,
         so a change made while it was being applied is still noticed)."""
-        self.paths = list(dict.fromkeys(paths))
+        # Absolute, symlinks kept: a Kubernetes secret volume swaps a symlink on update.
+        self.paths = list(dict.fromkeys(Path(os.path.abspath(path)) for path in paths))
         earlier: dict[Path, Stamp] = seen._stamps if seen is not None else {}
         self._stamps: dict[Path, Stamp] = {
             p: earlier[p] if p in earlier else _stamp(p) for p in self.paths
