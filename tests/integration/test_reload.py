@@ -20,11 +20,16 @@ from tests.support.certs import make_pki
 from tests.support.gate import HOSTS, SESSION_COOKIE, Gate, cookie_of, eventually, gates
 from tests.support.hammer import Hammer, run_state
 from tests.support.resolve import map_hosts
+from tests.support.stack import free_port
+
+REDIRECT_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
-    with gates(tmp_path_factory.mktemp("reload"), workers=2) as (gate,):
+    """With a second listener (http_redirect_addr): two route tables for Envoy's RDS."""
+    extra = {"http_redirect_addr": f"127.0.0.1:{REDIRECT_PORT}"}
+    with gates(tmp_path_factory.mktemp("reload"), workers=2, extra=extra) as (gate,):
         yield gate
 
 
@@ -62,6 +67,11 @@ def jenkins_status(gate: Gate, cookies: dict[str, str]) -> int:
     return gate.get("jenkins.test", "/job/x", cookies["jenkins.test"]).status_code
 
 
+def redirected(gate: Gate) -> bool:
+    answer = httpx.get(f"http://127.0.0.1:{REDIRECT_PORT}/x", headers={"host": "jenkins.test"})
+    return answer.status_code == 301 and answer.headers["location"].startswith("https://")
+
+
 def test_sighup_applies_a_policy_change_while_another_route_serves(
     gate: Gate, cookies: dict[str, str]
 ) -> None:
@@ -87,6 +97,7 @@ def test_sighup_applies_a_policy_change_while_another_route_serves(
     assert after["envoy_pid"] == before["envoy_pid"]  # no Envoy restart
     assert not set(w["pid"] for w in after["workers"]) & set(w["pid"] for w in before["workers"])
     assert "reloading (SIGHUP)" in gate.stack.log()
+    assert redirected(gate)  # the other listener's routes came through the reload too
     print(f"new decision {took:.2f} s after SIGHUP; {load.statuses[200]} requests, all 200")
 
 

@@ -77,8 +77,8 @@ def test_split_moves_routes_and_certificates_out_of_the_listener(tmp_path: Path)
     chain = listener["filter_chains"][0]
     hcm = chain["filters"][0]["typed_config"]
     assert "route_config" not in hcm
-    assert hcm["rds"]["route_config_name"] == "authgate_https-authgate"
-    assert resources.by_kind["rds"][0]["name"] == "authgate_https-authgate"
+    assert hcm["rds"]["route_config_name"] == "authgate_https-0-authgate"
+    assert resources.by_kind["rds"][0]["name"] == "authgate_https-0-authgate"
     common = chain["transport_socket"]["typed_config"]["common_tls_context"]
     assert "tls_certificates" not in common
     (secret,) = resources.by_kind["sds"]
@@ -87,7 +87,7 @@ def test_split_moves_routes_and_certificates_out_of_the_listener(tmp_path: Path)
     assert secret["tls_certificate"]["certificate_chain"] == {"inline_string": "CERT"}
     assert resources.by_kind["cds"][0]["name"] == "authgate_authz"
     write(resources, tmp_path / "xds")
-    sds = tmp_path / "xds" / "sds" / "sds.json"
+    sds = tmp_path / "xds" / "sds" / f"{secret['name']}.json"  # one file per named resource
     assert json.loads(sds.read_text())["resources"] == [secret]
     assert sds.stat().st_mode & 0o077 == 0  # holds a private key
     cert.write_text("RENEWED")

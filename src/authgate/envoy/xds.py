@@ -14,8 +14,10 @@ resource sets:
 - SDS: each listener's certificate and key, inlined, so a renewed certificate is served on the
   next TLS handshake without touching the listener;
 - LDS: the listeners, pointing at the RDS and SDS resources by name.
-Each set is one JSON DiscoveryResponse in its own directory, replaced by rename (Envoy watches the
-directory for moves, never reads a half-written file).
+Each file is a JSON DiscoveryResponse, replaced by rename (Envoy watches the directory for moves,
+never reads a half-written file). LDS and CDS are one file each (all listeners, all clusters);
+RDS, SDS and EDS subscribe to one resource by name, so each of those resources has its own file
+(Envoy rejects a file holding more than the one it asked for).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ HCM_TYPE = (
 )
 DOWNSTREAM_TLS_TYPE = _TYPE + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 KINDS = ("sds", "eds", "cds", "rds", "lds")  # the order a change is written in: referents first
+ONE_FILE_KINDS = ("lds", "cds")  # the others: one file per resource
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,17 @@ class Resources:
         return Resources(merged, self.certificate_files, self.files)
 
 
-def _source(directory: Path, kind: str) -> dict[str, Any]:
+def _file_name(kind: str, resource_name: str | None) -> str:
+    if resource_name is None:
+        return f"{kind}.json"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", resource_name) + ".json"
+
+
+def _source(directory: Path, kind: str, resource_name: str | None = None) -> dict[str, Any]:
     folder = directory / kind
     return {
         "path_config_source": {
-            "path": str(folder / f"{kind}.json"),
+            "path": str(folder / _file_name(kind, resource_name)),
             "watched_directory": {"path": str(folder)},
         },
         "resource_api_version": "V3",
@@ -103,7 +113,7 @@ def _certificates_to_sds(
             else:
                 inlined[field] = source
         secrets.append({"@type": SECRET_TYPE, "name": secret_name, "tls_certificate": inlined})
-        refs.append({"name": secret_name, "sds_config": _source(directory, "sds")})
+        refs.append({"name": secret_name, "sds_config": _source(directory, "sds", secret_name)})
     if refs:
         common["tls_certificate_sds_secret_configs"] = refs
 
@@ -122,10 +132,10 @@ def _dynamic_listener(
             hcm = net_filter.get("typed_config", {})
             if hcm.get("@type") == HCM_TYPE and "route_config" in hcm:
                 table = hcm.pop("route_config")
-                table["name"] = f"{name}-{table.get('name', 'routes')}"
+                table["name"] = f"{name}-{chain_index}-{table.get('name', 'routes')}"
                 routes.append({"@type": ROUTE_TYPE, **table})
                 hcm["rds"] = {
-                    "config_source": _source(directory, "rds"),
+                    "config_source": _source(directory, "rds", table["name"]),
                     "route_config_name": table["name"],
                 }
         socket = chain.get("transport_socket", {}).get("typed_config", {})
@@ -141,7 +151,7 @@ def _endpoints_to_eds(
     assignment = cluster.pop("load_assignment")
     cluster["type"] = "EDS"
     cluster["eds_cluster_config"] = {
-        "eds_config": _source(directory, "eds"),
+        "eds_config": _source(directory, "eds", cluster["name"]),
         "service_name": cluster["name"],
     }
     # A worker left out of EDS gets no new Check even while it still answers health checks.
@@ -211,11 +221,29 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _resource_name(resource: dict[str, Any]) -> str:
+    return str(resource.get("name") or resource["cluster_name"])  # EDS: cluster_name
+
+
+def _response(resources: list[dict[str, Any]]) -> str:
+    version = hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]
+    return json.dumps({"version_info": version, "resources": resources}, indent=1)
+
+
 def write(resources: Resources, directory: Path, kinds: tuple[str, ...] = KINDS) -> None:
-    """Write `kinds` (in that order); Envoy picks each file up as it is renamed into place."""
+    """Write `kinds` (in that order); Envoy picks each file up as it is renamed into place.
+    Once the listeners are written, route and secret files nothing names any more go."""
     for kind in kinds:
-        response = {
-            "version_info": resources.fingerprint(kind),
-            "resources": resources.by_kind[kind],
-        }
-        _write_atomically(directory / kind / f"{kind}.json", json.dumps(response, indent=1))
+        items = resources.by_kind[kind]
+        if kind in ONE_FILE_KINDS:
+            _write_atomically(directory / kind / _file_name(kind, None), _response(items))
+            continue
+        for item in items:
+            name = _file_name(kind, _resource_name(item))
+            _write_atomically(directory / kind / name, _response([item]))
+    if "lds" in kinds:
+        for kind in ("rds", "sds"):
+            wanted = {_file_name(kind, _resource_name(item)) for item in resources.by_kind[kind]}
+            for stale in (directory / kind).glob("*.json"):
+                if stale.name not in wanted:
+                    stale.unlink(missing_ok=True)

@@ -68,3 +68,14 @@ def drain(envoy: EnvoyProcess, budget_s: float) -> int:
             time.sleep(0.05)
     except (httpx.HTTPError, ValueError):
         return 0  # Envoy is gone or not answering: nothing left to drain through it
+
+
+def rejected_updates(envoy: EnvoyProcess) -> dict[str, int]:
+    """xDS updates Envoy refused so far, by stat name (a refused file leaves the old resource,
+    or none at start, in place: a listener without its routes answers 404 to everything)."""
+    stats = envoy.admin_get("/stats?format=json&filter=update_rejected$").json()
+    return {
+        str(stat["name"]): int(stat.get("value", 0))
+        for stat in stats.get("stats", [])
+        if "name" in stat and int(stat.get("value", 0)) > 0
+    }

@@ -194,6 +194,7 @@ class Supervisor:
         )
         self.envoy.start()
         self.envoy.wait_ready(timeout=30)
+        self._check_envoy_took_everything()
         for route in plan.cfg.routes:
             say(
                 f"serving {route.origin}{route.route.prefix or route.route.path or '/'} -> "
@@ -205,6 +206,15 @@ class Supervisor:
             + ("" if self.watch_enabled else " (file watch off)")
         )
         self._write_state()
+
+    def _check_envoy_took_everything(self) -> None:
+        assert self.envoy is not None
+        refused = envoy_admin.rejected_updates(self.envoy)
+        if refused:
+            raise RuntimeError(
+                f"Envoy refused part of its configuration ({', '.join(sorted(refused))}):\n"
+                f"{self.envoy.stderr_tail()}"
+            )
 
     # ------------------------------------------------------------------ reload
 
@@ -277,7 +287,13 @@ class Supervisor:
         xds.write(new, self.xds_dir, ("eds",))
         if not envoy_admin.wait_for_authz_hosts(self.envoy, sockets, SWITCH_TIMEOUT_S, only=True):
             return False
+        refused_before = envoy_admin.rejected_updates(self.envoy)
         xds.write(new, self.xds_dir, ("rds", "lds"))
+        time.sleep(0.2)  # Envoy reads a renamed file at once; a refusal shows in its stats
+        refused = envoy_admin.rejected_updates(self.envoy)
+        if refused != refused_before:
+            say(f"error: Envoy refused the new routes or listeners, it keeps the previous ones:\n"
+                f"{self.envoy.stderr_tail()}")
         return True
 
     def reload_certificates(self, reason: str) -> bool:
