@@ -68,6 +68,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(gate: Gate, alice: s
         served = host_successes(gate, victim["socket"])
         eventually(lambda: host_successes(gate, victim["socket"]) > served,
                    within=max(0.5, 5 - (time.monotonic() - killed_at)), step=0.1)
+        served_after = time.monotonic() - killed_at
         # ... and the run goes on serving with both.
         count = load.total()
         eventually(lambda: load.total() > count + 20, within=10)
@@ -81,6 +82,8 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(gate: Gate, alice: s
     assert after["workers"][1]["pid"] == before["workers"][1]["pid"]
     assert after["envoy_pid"] == before["envoy_pid"]
     assert "was killed by SIGKILL; restarting" in gate.stack.log()
+    print(f"worker killed under load: {dict(load.statuses)}, replacement serving "
+          f"{served_after:.2f} s after the kill")
 
 
 def test_a_killed_envoy_is_restarted(gate: Gate, alice: str) -> None:
