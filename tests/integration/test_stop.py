@@ -16,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from authgate.supervise.ports import refuse_if_served
 from tests.support.gate import Gate, cookie_of, eventually, gates
 from tests.support.hammer import alive, run_state
 from tests.support.resolve import map_hosts
+from tests.support.stack import free_port
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,26 @@ def test_a_second_run_on_a_served_port_refuses_to_start(two: list[Gate], tmp_pat
     assert f"127.0.0.1:{port} is already in use (another `authgate run`?)" in result.stderr
     assert not (rundir / "envoy.log").exists()  # no Envoy was started
     assert first.stack.proc is not None and first.stack.proc.poll() is None
+
+
+def test_a_second_run_in_the_same_runtime_dir_refuses_and_touches_nothing(
+    two: list[Gate], tmp_path: Path
+) -> None:
+    first = two[0]
+    config = dict(first.stack.config, address=f"127.0.0.1:{free_port()}")  # a free port
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    state = run_state(first.stack.runtime_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "authgate", "run", "-c", str(path),
+         "--runtime-dir", str(first.stack.runtime_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "is the runtime directory of another `authgate run`" in result.stderr
+    assert run_state(first.stack.runtime_dir) == state  # its sockets and files untouched
+    assert all(Path(w["socket"]).exists() for w in state["workers"])
+    assert first.get("other.test", "/", "").status_code in (302, 401)  # still answering
 
 
 def test_sigterm_finishes_requests_in_flight_and_leaves_no_process(two: list[Gate]) -> None:

@@ -4,6 +4,7 @@ bootstrap into xDS files, the port check."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from authgate.envoy.xds import split, write
+from authgate.supervise.dirlock import DirectoryInUse, DirectoryLock
 from authgate.supervise.ports import PortInUse, refuse_if_served
 from authgate.supervise.restarts import CRASH_LOOP_EXITS, CrashLoop, Restarts
 from authgate.supervise.watch import FileWatch
@@ -110,3 +112,15 @@ def test_a_served_port_is_refused() -> None:
         with pytest.raises(PortInUse, match=f"127.0.0.1:{port} is already in use"):
             refuse_if_served("127.0.0.1", port)
     refuse_if_served("127.0.0.1", port)  # free again
+
+
+def test_one_run_per_runtime_directory(tmp_path: Path) -> None:
+    first, second = DirectoryLock(tmp_path), DirectoryLock(tmp_path)
+    first.acquire()
+    with pytest.raises(DirectoryInUse, match=rf"pid {os.getpid()}\): give this one its own"):
+        second.acquire()
+    assert not second.held
+    first.release()
+    second.acquire()  # free again (a killed run's lock goes with its process)
+    assert second.held
+    second.release()

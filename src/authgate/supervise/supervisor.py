@@ -33,6 +33,7 @@ from authgate.logs import proxy_log_level
 from authgate.ops.metrics import MULTIPROC_ENV
 from authgate.ops.service import SupervisorOps
 from authgate.supervise import envoy_admin
+from authgate.supervise.dirlock import DirectoryLock
 from authgate.supervise.plan import DRAIN_TIME_S, Plan, envoy_resources, load_plan
 from authgate.supervise.ports import refuse_if_served
 from authgate.supervise.restarts import CrashLoop, Restarts
@@ -83,6 +84,7 @@ class Supervisor:
         self.plan: Plan | None = None
         self.resources: xds.Resources | None = None  # what Envoy's xDS files say now
         self.xds_dir = self.runtime_dir / "xds"
+        self.lock = DirectoryLock(self.runtime_dir)
         self.workers: WorkerSet | None = None
         self.envoy: EnvoyProcess | None = None
         self.envoy_restarts = Restarts("envoy")
@@ -164,6 +166,7 @@ class Supervisor:
             print(line, file=sys.stderr, flush=True)
         refuse_if_served(plan.settings.listen_host, plan.settings.listen_port)
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock.acquire()
         for stale in self.runtime_dir.glob("authz-*"):  # a previous run's sockets
             stale.unlink(missing_ok=True)
         self.plan = plan
@@ -414,10 +417,13 @@ class Supervisor:
             self.workers.stop(WORKER_STOP_TIMEOUT_S)
         if self.ops is not None:
             self.ops.close()
+        if not self.lock.held:
+            return  # the directory is another run's: touch nothing
         if self.own_dir:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         else:
             (self.runtime_dir / STATE_FILE).unlink(missing_ok=True)
+        self.lock.release()
 
     # ------------------------------------------------------------------ main loop
 
