@@ -14,7 +14,7 @@ header names (up to Envoy's 60 KiB).
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
@@ -90,6 +90,8 @@ class AllowMemo:
         plans = {}
         for route_id, route in cfg.routes_by_id.items():
             plan = plan_for(route.policy)
+            if plan is not None and route.route.cors_allow_preflight:
+                plan = replace(plan, cors=True)  # a preflight passes without a session
             if plan is not None:
                 plans[route_id] = plan
         return cls(plans, limit, max_bytes)

@@ -5,6 +5,7 @@ import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.assertion.signer import jwks_bytes
+from authgate.config.pomerium_options import SUBSTITUTION
 from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_keys
 from authgate.contract import AUTHENTICATE_ROUTE_ID as AUTHENTICATE_ROUTE_ID
 from authgate.errors import ConfigError
@@ -28,6 +30,12 @@ class RouteRuntime:
     origin: str  # scheme://host[:port]
     hostname: str
     public: bool  # a request without a session may pass
+    # Pomerium keys (issue #13), resolved route over global once here, not per request.
+    claim_headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, claim)
+    groups_filter: frozenset[str] | None = None  # None: every group
+    issuer: str = ""  # the assertion's iss on this route
+    substituted_headers: tuple[tuple[str, str], ...] = ()  # set_request_headers with ${...}
+    upstream_timeout: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,39 @@ def missing_secrets_warning(settings: Settings) -> str | None:
     )
 
 
+def issuer_for(settings: Settings, issuer_format: str) -> str:
+    """The assertion's iss: the authenticate host (host, hostOnly) or its URL (uri)."""
+    scheme = "https" if settings.tls else "http"
+    authn_netloc = netloc_of(settings.authenticate_service_url)
+    if issuer_format == "uri":
+        return f"{scheme}://{authn_netloc}/"
+    return urlsplit(settings.authenticate_service_url).hostname or authn_netloc
+
+
+def _pomerium_route_options(settings: Settings, route: Route) -> dict[str, object]:
+    """RouteRuntime fields for the issue #13 keys: the route's value, else the global one."""
+    headers = (
+        route.jwt_claims_headers
+        if route.jwt_claims_headers is not None
+        else settings.jwt_claims_headers
+    )
+    allowed = {*settings.jwt_groups_filter, *(route.jwt_groups_filter or ())}
+    return {
+        "claim_headers": tuple((h.lower(), c) for h, c in headers.items()),
+        # Global and route filters add up (Pomerium: both apply); none: every group.
+        "groups_filter": frozenset(allowed) if allowed else None,
+        "issuer": issuer_for(settings, route.jwt_issuer_format or settings.jwt_issuer_format),
+        "substituted_headers": tuple(
+            (name.lower(), value)
+            for name, value in route.set_request_headers.items()
+            if SUBSTITUTION.search(value)
+        ),
+        "upstream_timeout": (
+            route.timeout if route.timeout is not None else settings.default_upstream_timeout
+        ),
+    }
+
+
 def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
     cookie_secret = settings.cookie_secret
     signing_key_b64 = settings.signing_key
@@ -155,6 +196,7 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
                 origin=f"{scheme}://{route.from_netloc}",
                 hostname=route.from_host,
                 public=not policy.needs_identity(),
+                **_pomerium_route_options(settings, route),  # type: ignore[arg-type]
             )
         )
     hosts: dict[str, RouteRuntime] = {}
@@ -164,10 +206,7 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
     if urlsplit(authn_url).scheme != scheme:
         raise ConfigError("authenticate_service_url", f"scheme must be {scheme}")
     authn_netloc = netloc_of(authn_url)
-    if settings.jwt_issuer_format == "uri":
-        issuer = f"{scheme}://{authn_netloc}/"
-    else:
-        issuer = urlsplit(authn_url).hostname or authn_netloc
+    issuer = issuer_for(settings, settings.jwt_issuer_format)
     try:
         signing_keys = tuple(parse_signing_keys(decode_base64(signing_key_b64)))
     except ValueError as exc:  # validated by Settings; reached only by a model built unchecked

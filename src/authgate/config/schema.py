@@ -19,6 +19,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from authgate.assertion.keys import split_pem_blocks
 from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
+from authgate.config.pomerium_options import (
+    ClaimHeaders,
+    RewriteResponseHeader,
+    SameSite,
+    check_claim_headers,
+    check_response_header_name,
+    substitutions_in,
+)
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -255,7 +263,6 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
      "upgrade", "content-length"}
 )
-_POMERIUM_TOKEN = re.compile(r"\$\{\s*pomerium\.")
 
 
 def _header_key(name: str) -> str:
@@ -365,8 +372,15 @@ class Route(BaseModel):
     set_request_headers: HeaderMap = Field(default_factory=dict)
     remove_request_headers: StrList = Field(default_factory=list)
     allow_websockets: bool = False
-    timeout: Duration = timedelta(seconds=30)
+    timeout: Duration | None = None  # None: the global default_upstream_timeout
     idle_timeout: Duration = timedelta(minutes=5)
+    # Pomerium keys (issue #13); None: the global setting.
+    jwt_claims_headers: ClaimHeaders | None = None
+    jwt_groups_filter: StrList | None = None
+    jwt_issuer_format: Literal["host", "hostOnly", "uri"] | None = None
+    cors_allow_preflight: bool = False
+    set_response_headers: HeaderMap = Field(default_factory=dict)
+    rewrite_response_headers: list[RewriteResponseHeader] = Field(default_factory=list)
     # Upstream TLS (https:// upstreams only).
     tls_skip_verify: bool = False
     tls_server_name: str | None = None
@@ -452,11 +466,34 @@ class Route(BaseModel):
             seen[key] = name
             if any(c in header_value for c in "\r\n\0"):
                 raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
-            if _POMERIUM_TOKEN.search(header_value):
-                raise ValueError(
-                    f"{name}: Pomerium's ${{pomerium.*}} token substitution is not supported; "
-                    "use pass_identity_headers for the signed identity"
-                )
+            try:
+                substitutions_in(header_value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    # Pomerium keys (issue #13): claim headers, groups filter, issuer, CORS, response headers.
+    @field_validator("jwt_claims_headers")
+    @classmethod
+    def _claim_headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_claim_headers(value)
+
+    @field_validator("set_response_headers")
+    @classmethod
+    def _response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            check_response_header_name(name)
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
+        return value
+
+    @field_validator("rewrite_response_headers")
+    @classmethod
+    def _rewrites(cls, value: list[RewriteResponseHeader]) -> list[RewriteResponseHeader]:
+        for rewrite in value:
+            check_response_header_name(rewrite.header)
+            if any(c in rewrite.prefix + rewrite.value for c in "\r\n\0"):
+                raise ValueError(f"{rewrite.header}: a line break or NUL; remove it")
         return value
 
     @field_validator("remove_request_headers")
@@ -626,6 +663,18 @@ class Settings(BaseModel):
     session_refresh_interval: Duration = timedelta(minutes=5)
     session_idle_timeout: Duration = timedelta(0)
     jwt_issuer_format: Literal["host", "hostOnly", "uri"] = "host"
+    # Pomerium keys (issue #13): claim headers (none unless listed), the groups the assertion
+    # may carry (empty: all), cookies, where sign-out lands, timeouts.
+    jwt_claims_headers: ClaimHeaders = Field(default_factory=dict)
+    jwt_groups_filter: StrList = Field(default_factory=list)
+    cookie_domain: str | None = None
+    cookie_same_site: SameSite = "Lax"
+    cookie_http_only: bool = True
+    signout_redirect_url: str | None = None
+    default_upstream_timeout: Duration = timedelta(seconds=30)
+    timeout_read: Duration = timedelta(seconds=30)
+    timeout_write: Duration = timedelta(0)
+    timeout_idle: Duration = timedelta(minutes=5)
     # Scripts (Pomerium's keys): `default` passes `Authorization: Bearer` to the app untouched;
     # `idp_access_token` / `idp_identity_token` read it as a token from the IdP.
     bearer_token_format: BearerTokenFormat = "default"
@@ -646,6 +695,16 @@ class Settings(BaseModel):
     @classmethod
     def _authn_url(cls, value: str) -> str:
         return _check_http_url(value, "authenticate_service_url")
+
+    @field_validator("jwt_claims_headers")
+    @classmethod
+    def _claim_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_claim_headers(value)
+
+    @field_validator("signout_redirect_url")
+    @classmethod
+    def _signout_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value, "signout_redirect_url", True)
 
     @field_validator("idp_provider_url")
     @classmethod

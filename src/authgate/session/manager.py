@@ -111,6 +111,7 @@ class SessionManager:
             identity=identity,
             issued_at=int(now),
             expires_at=int(now) + lifetime_s,
+            tokens=tokens.for_headers(),
         )
         record = SessionRecord(
             sid=session.sid,
@@ -242,6 +243,7 @@ class SessionManager:
                 identity=data.identity,
                 issued_at=int(record.created_at),
                 expires_at=int(record.expires_at),
+                tokens=data.tokens.for_headers(),
             )
             cached = _Cached(
                 session,
