@@ -80,9 +80,11 @@ async def accept_hand_off(
         return _bad_handoff(state, route)
     cookie = set_cookie(
         state.session_cookie,
-        state.sessions.cookie_value(session, route.netloc),
+        state.sessions.cookie_value(session, state.cfg.cookie_binding(route.netloc)),
         max_age=max(0, session.expires_at - int(time.time())),
         secure=state.secure,
+        domain=state.cfg.cookie_domain_for(route.netloc),
+        **state.session_cookie_flags,
     )
     return pages.redirect(
         target, cookies=(cookie, clear_cookie(state.login_cookie, secure=state.secure))

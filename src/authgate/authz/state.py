@@ -22,6 +22,7 @@ from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
 from authgate.oidc import GrantRevoked, OidcClient
 from authgate.session import SealedBox
+from authgate.session.cookies import SessionCookieFlags
 from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
 from authgate.session.record import IdpTokens
 from authgate.session.store import SessionStore, open_store
@@ -94,6 +95,7 @@ class AuthzState:
     own_cookies: frozenset[str] = field(init=False)
     own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
+    session_cookie_flags: SessionCookieFlags = field(init=False)
 
     def __post_init__(self) -> None:
         self.secure = self.cfg.settings.tls
@@ -103,6 +105,10 @@ class AuthzState:
         self.own_cookies = frozenset(self.cfg.own_cookies)
         self.own_cookies_lower = frozenset(name.lower() for name in self.own_cookies)
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
+        self.session_cookie_flags = SessionCookieFlags(
+            same_site=self.cfg.settings.cookie_same_site,
+            http_only=self.cfg.settings.cookie_http_only,
+        )
 
     @classmethod
     def build(

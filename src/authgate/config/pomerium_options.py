@@ -97,3 +97,18 @@ def substitutions_in(value: str) -> list[str]:
         raise ValueError("a ${pomerium.*} token is not closed; write e.g. ${pomerium.jwt}")
     return names
 
+
+
+_DOMAIN = re.compile(r"^\.?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def check_cookie_settings(tls: bool, same_site: str, domain: str | None) -> None:
+    """Pomerium's cookie_* keys, checked together (ValueError names the key and the fix)."""
+    if same_site == "None" and not tls:
+        raise ValueError(
+            "cookie_same_site: None needs Secure cookies, which need TLS; use Lax, or serve TLS"
+        )
+    if domain is not None and not _DOMAIN.match(domain.lower()):
+        raise ValueError(
+            f"cookie_domain: {domain!r} is not a domain name; write e.g. example.com"
+        )

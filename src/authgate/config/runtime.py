@@ -57,7 +57,23 @@ class RuntimeConfig:
     @property
     def cookie_name(self) -> str:
         name = self.settings.cookie_name
-        return f"__Host-{name}" if self.settings.tls else name
+        if not self.settings.tls:
+            return name
+        # `__Host-` forbids a Domain attribute; `__Secure-` still forces Secure.
+        return f"__Secure-{name}" if self.settings.cookie_domain else f"__Host-{name}"
+
+    def cookie_domain_for(self, netloc: str) -> str | None:
+        """cookie_domain, when this route host is inside it (else its cookie stays per host)."""
+        domain = (self.settings.cookie_domain or "").lstrip(".").lower()
+        host = netloc.rpartition(":")[0] if netloc.rpartition(":")[2].isdigit() else netloc
+        if domain and (host == domain or host.endswith("." + domain)):
+            return domain
+        return None
+
+    def cookie_binding(self, netloc: str) -> str:
+        """What a route host's session cookie is sealed to: the host, or the shared domain."""
+        domain = self.cookie_domain_for(netloc)
+        return f"domain:{domain}" if domain else netloc
 
     @property
     def login_cookie_name(self) -> str:

@@ -24,6 +24,7 @@ from authgate.config.pomerium_options import (
     RewriteResponseHeader,
     SameSite,
     check_claim_headers,
+    check_cookie_settings,
     check_response_header_name,
     substitutions_in,
 )
@@ -748,6 +749,7 @@ class Settings(BaseModel):
                 "certificate_file and certificate_key_file are required; "
                 "set them, or set insecure_server: true for plain HTTP"
             )
+        check_cookie_settings(self.tls, self.cookie_same_site, self.cookie_domain)
         if "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
         if self.databroker_storage_type == "redis":
