@@ -1,0 +1,139 @@
+"""Pomerium keys that change traffic (issue #13), through the real stack (`authgate run`:
+Envoy + workers, the test IdP, sample upstreams that echo what they received):
+claim headers in list and map form, the groups filter, CORS preflight, response headers and
+`${pomerium.*}` values in set_request_headers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from authgate.contract import ASSERTION_HEADER
+from tests.support.gate import Gate, gates, refused
+
+EXTRA: dict[str, Any] = {
+    # map form, global: the `other` route uses it
+    "jwt_claims_headers": {"X-Email": "email", "X-Groups": "groups"},
+    "jwt_groups_filter": ["devs"],
+}
+ROUTE_EXTRA: dict[str, dict[str, Any]] = {
+    # list form, per route: replaces the global map on the Jenkins route
+    "jenkins": {"jwt_claims_headers": ["email", "groups", "name"]},
+    "other": {
+        "cors_allow_preflight": True,
+        "set_request_headers": {
+            "Authorization": "Bearer ${pomerium.id_token}",
+            "X-Access-Token": "${pomerium.access_token}",
+            "X-Jwt": "${pomerium.jwt}",
+            "X-Static": "plain",
+        },
+        "set_response_headers": {"X-Frame-Options": "DENY"},
+        "rewrite_response_headers": [
+            {"header": "Content-Type", "prefix": "application/json",
+             "value": "application/vnd.authgate+json"}
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    with gates(tmp_path_factory.mktemp("pomerium-keys"), extra=EXTRA,
+               route_extra=ROUTE_EXTRA) as (only,):
+        yield only
+
+
+@contextlib.contextmanager
+def signed_in(gate: Gate, email: str, host: str) -> Iterator[httpx.Client]:
+    with gate.client() as browser:
+        landed = gate.login(browser, host, email)
+        assert landed.status_code == 200, landed.text[:500]
+        yield browser
+
+
+def seen(answer: httpx.Response) -> dict[str, str]:
+    """The headers the upstream received (it echoes them as JSON)."""
+    assert answer.status_code == 200, answer.text[:500]
+    headers: dict[str, str] = answer.json()["headers"]
+    return headers
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def test_claim_headers_list_form_on_a_route(gate: Gate) -> None:
+    with signed_in(gate, "alice@example.com", "jenkins.test") as browser:
+        headers = seen(browser.get(gate.url("jenkins.test", "/whoami")))
+    assert headers["x-pomerium-claim-email"] == "alice@example.com"
+    assert headers["x-pomerium-claim-name"] == "Alice Example"
+    # the global groups filter: alice is in admins and devs (the policy needs admins)
+    assert headers["x-pomerium-claim-groups"] == "devs"
+    assert claims_of(headers[ASSERTION_HEADER])["groups"] == ["devs"]
+    assert "x-pomerium-claim-user" not in headers  # not listed
+    assert "x-email" not in headers  # the route's list replaces the global map
+
+
+def test_claim_headers_map_form_and_nothing_else(gate: Gate) -> None:
+    with signed_in(gate, "alice@example.com", "other.test") as browser:
+        headers = seen(browser.get(gate.url("other.test", "/")))
+    assert headers["x-email"] == "alice@example.com"
+    assert headers["x-groups"] == "devs"
+    assert not [name for name in headers if name.startswith("x-pomerium-claim-")]
+
+
+def test_pomerium_tokens_are_each_users_own(gate: Gate) -> None:
+    for email in ("alice@example.com", "bob@evil.org", "alice@example.com"):
+        with signed_in(gate, email, "other.test") as browser:
+            for _ in range(3):  # and again, from the kept answers
+                headers = seen(browser.get(gate.url("other.test", "/tokens")))
+                id_token = headers["authorization"].removeprefix("Bearer ")
+                assert claims_of(id_token)["email"] == email
+                assert claims_of(id_token)["iss"] == gate.idp.issuer
+                assert headers["x-access-token"]
+                assert headers["x-jwt"] == headers[ASSERTION_HEADER]
+                assert claims_of(headers["x-jwt"])["email"] == email
+                assert headers["x-static"] == "plain"
+
+
+def test_a_client_cannot_set_a_substituted_header(gate: Gate) -> None:
+    with signed_in(gate, "bob@evil.org", "other.test") as browser:
+        headers = seen(browser.get(gate.url("other.test", "/"),
+                                   headers={"x-jwt": "forged", "authorization": "Bearer forged"}))
+    assert headers["x-jwt"] != "forged" and claims_of(headers["x-jwt"])["email"] == "bob@evil.org"
+    assert "forged" not in headers["authorization"]
+
+
+def test_cors_preflight_passes_without_a_session_and_nothing_else_does(gate: Gate) -> None:
+    origin = gate.url("jenkins.test", "").rstrip("/")
+    preflight = {"origin": origin, "access-control-request-method": "POST"}
+    with gate.client(follow=False, accept="application/json") as anonymous:
+        for _ in range(3):
+            answer = anonymous.options(gate.url("other.test", "/api"), headers=preflight)
+            headers = seen(answer)
+            assert ASSERTION_HEADER not in headers and "x-email" not in headers
+            assert headers["authorization"].strip() == "Bearer"  # no session: no token
+        # the kept preflight answer is never an ordinary request's
+        assert refused(anonymous.get(gate.url("other.test", "/api"), headers=preflight))
+        assert refused(anonymous.options(gate.url("other.test", "/api"),
+                                         headers={"origin": origin}))
+        # a route without cors_allow_preflight asks for a session
+        assert refused(anonymous.options(gate.url("jenkins.test", "/api"), headers=preflight))
+
+
+def test_response_headers_set_and_rewritten(gate: Gate) -> None:
+    with signed_in(gate, "alice@example.com", "other.test") as browser:
+        answer = browser.get(gate.url("other.test", "/"))
+    assert answer.status_code == 200
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["content-type"].startswith("application/vnd.authgate+json")
+    with signed_in(gate, "alice@example.com", "jenkins.test") as browser:
+        plain = browser.get(gate.url("jenkins.test", "/"))
+    assert "x-frame-options" not in plain.headers
+    assert plain.headers["content-type"].startswith("application/json")
