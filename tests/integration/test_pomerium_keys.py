@@ -1,7 +1,8 @@
 """Pomerium keys that change traffic (issue #13), through the real stack (`authgate run`:
 Envoy + workers, the test IdP, sample upstreams that echo what they received):
 claim headers in list and map form, the groups filter, CORS preflight, response headers and
-`${pomerium.*}` values in set_request_headers."""
+`${pomerium.*}` values in set_request_headers; and (a second run) the session cookie's
+flags and signout_redirect_url."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from authgate.contract import ASSERTION_HEADER
 from tests.support.gate import Gate, gates, refused
+from tests.support.idp_login import is_idp_logout_page, submit_idp_logout
 
 EXTRA: dict[str, Any] = {
     # map form, global: the `other` route uses it
@@ -137,3 +139,52 @@ def test_response_headers_set_and_rewritten(gate: Gate) -> None:
         plain = browser.get(gate.url("jenkins.test", "/"))
     assert "x-frame-options" not in plain.headers
     assert plain.headers["content-type"].startswith("application/json")
+
+
+# ---------------------------------------------------------------------------- sign-out, cookies
+
+LANDING = "https://signed-out.example/goodbye"
+
+
+class Landed(Exception):
+    """The browser was sent to signout_redirect_url (a host nobody serves here)."""
+
+
+@pytest.fixture(scope="module")
+def cookie_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    extra = {"signout_redirect_url": LANDING, "cookie_same_site": "strict",
+             "cookie_http_only": False}
+    with gates(tmp_path_factory.mktemp("pomerium-cookies"), extra=extra) as (only,):
+        yield only
+
+
+def test_session_cookie_flags_and_the_sign_out_landing(cookie_gate: Gate) -> None:
+    gate = cookie_gate
+    set_cookies: list[str] = []
+
+    def record(answer: httpx.Response) -> None:
+        set_cookies.extend(answer.headers.get_list("set-cookie"))
+        if answer.headers.get("location") == LANDING:
+            raise Landed
+
+    with gate.client() as browser:
+        browser.event_hooks["response"] = [record]
+        landed = gate.login(browser, "jenkins.test", "alice@example.com")
+        assert landed.status_code == 200, landed.text[:500]
+        session = [
+            c for c in set_cookies if c.startswith("__Host-_pomerium=") and "Max-Age=0" not in c
+        ]
+        flow = [c for c in set_cookies if c.startswith("__Host-_pomerium_")]
+        assert session and flow
+        for cookie in session:  # the session cookie: as configured
+            assert "SameSite=Strict" in cookie and "HttpOnly" not in cookie and "Secure" in cookie
+        for cookie in flow:  # the sign-in flow's own: Lax and HttpOnly whatever the settings
+            assert "SameSite=Lax" in cookie and "HttpOnly" in cookie
+        page = browser.get(gate.url("jenkins.test", "/.pomerium/sign_out?pomerium_redirect_uri=/x"))
+        assert "signed-out.example" in page.headers.get("content-security-policy", "")
+        action = page.text.split('action="')[1].split('"')[0].replace("&amp;", "&")
+        origin = gate.url("jenkins.test", "").rstrip("/")
+        with pytest.raises(Landed):  # past the IdP's logout, to signout_redirect_url
+            done = browser.post(gate.url("jenkins.test", action), headers={"origin": origin})
+            assert is_idp_logout_page(done), done.text[:500]
+            submit_idp_logout(browser, done)
