@@ -137,6 +137,8 @@ class AuthzState:
             idle_timeout_s=settings.session_idle_timeout.total_seconds(),
             refresher=refresher_for(oidc),
             on_change=memo.forget_session,
+            # Only routes with ${pomerium.*} headers need the IdP tokens on the Check path.
+            keep_tokens=any(r.substituted_headers for r in cfg.routes),
         )
         return cls(
             clock=clock or (lambda: datetime.now(UTC)),
