@@ -495,6 +495,10 @@ def _groups_claim_findings(
     rules = [*allows, *denies]
     if not rules or any("group" in scope.lower() for scope in settings.idp_scopes):
         return []
+    if settings.idp_provider == "gitlab" or (
+        settings.idp_provider == "github" and "read:org" in settings.idp_scopes
+    ):
+        return []  # groups come without a `groups` scope (GitLab's userinfo, GitHub's teams)
     named = ", ".join(rules[:3]) + (f" and {len(rules) - 3} more" if len(rules) > 3 else "")
     effects = []
     if allows:

@@ -21,6 +21,7 @@ from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
 from authgate.oidc import GrantRevoked, OidcClient
+from authgate.oidc.factory import idp_client
 from authgate.session import SealedBox
 from authgate.session.cookies import SessionCookieFlags
 from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
@@ -122,12 +123,14 @@ class AuthzState:
         store goes there unless the config names a place)."""
         key = cfg.cookie_key
         settings = cfg.settings
-        oidc = OidcClient(
+        oidc = idp_client(
+            provider_name=settings.idp_provider,
             provider_url=settings.idp_provider_url,
             client_id=settings.idp_client_id,
             client_secret=cfg.client_secret,
             redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
             scopes=list(settings.idp_scopes),
+            request_params=settings.idp_request_params,
         )
         memo = AllowMemo.for_config(cfg)
         sessions = SessionManager(

@@ -5,6 +5,7 @@ Every field error message ends with the fix, so `load_config` can print one line
 
 import base64
 import binascii
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -29,10 +30,11 @@ from authgate.config.pomerium_options import (
     substitutions_in,
 )
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
+from authgate.oidc.providers import OIDC_DEFAULT_SCOPES, PROVIDER_NAMES, PROVIDERS, RESERVED_PARAMS
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
-DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+DEFAULT_SCOPES = OIDC_DEFAULT_SCOPES
 BearerTokenFormat = Literal["default", "idp_access_token", "idp_identity_token"]
 
 
@@ -631,6 +633,41 @@ def netloc_of(url: str) -> str:
     return host if port in (None, default) else f"{host}:{port}"
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping, or (from the environment) its JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('is not a mapping; write e.g. {"hd": "example.com"}') from None
+    return value
+
+
+def _with_idp_defaults(data: Any) -> Any:
+    """The named provider's default URL and scopes where the config gives none (as Pomerium)."""
+    if not isinstance(data, dict):
+        return data
+    name = data.get("idp_provider", "oidc")
+    if not isinstance(name, str) or name not in PROVIDERS:
+        raise ValueError(
+            f"idp_provider: {name!r} is not a provider authgate knows; use one of "
+            + ", ".join(PROVIDER_NAMES)
+        )
+    chosen = PROVIDERS[name]
+    data = dict(data)
+    if not data.get("idp_provider_url"):
+        if chosen.default_url is None:
+            raise ValueError(
+                f"idp_provider_url: idp_provider {name} needs it; write your IdP's URL, "
+                f"e.g. {chosen.url_example}"
+            )
+        data["idp_provider_url"] = chosen.default_url
+    scopes = data.get("idp_scopes")
+    if scopes is None or scopes == "" or scopes == []:
+        data["idp_scopes"] = list(chosen.scopes_for(str(data["idp_provider_url"])))
+    return data
+
+
 class Settings(BaseModel):
     """Top-level settings, named as in Pomerium."""
 
@@ -641,8 +678,12 @@ class Settings(BaseModel):
     certificate_file: str | None = None
     certificate_key_file: str | None = None
     authenticate_service_url: str
-    idp_provider: Literal["oidc"] = "oidc"
+    # Identity provider (Pomerium's keys); providers.py holds each name's defaults.
+    idp_provider: str = "oidc"
     idp_provider_url: str
+    idp_request_params: Annotated[dict[str, str], BeforeValidator(_json_object)] = Field(
+        default_factory=dict
+    )
     idp_client_id: str = Field(min_length=1)
     # Secrets never appear in a repr (logs, tracebacks, `authgate check`).
     idp_client_secret: str | None = Field(default=None, repr=False)
@@ -707,10 +748,27 @@ class Settings(BaseModel):
     def _signout_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value, "signout_redirect_url", True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _idp_defaults(cls, data: Any) -> Any:
+        return _with_idp_defaults(data)
+
     @field_validator("idp_provider_url")
     @classmethod
     def _idp_url(cls, value: str) -> str:
         return _check_http_url(value, "idp_provider_url", allow_path=True)
+
+    @field_validator("idp_request_params")
+    @classmethod
+    def _idp_params(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(RESERVED_PARAMS & set(value))
+        if reserved:
+            raise ValueError(
+                f"sets {', '.join(reserved)}, which authgate sets itself; remove "
+                + ("it" if len(reserved) == 1 else "them")
+                + " (scopes go in idp_scopes)"
+            )
+        return value
 
     @field_validator("cookie_secret")
     @classmethod
@@ -750,7 +808,7 @@ class Settings(BaseModel):
                 "set them, or set insecure_server: true for plain HTTP"
             )
         check_cookie_settings(self.tls, self.cookie_same_site, self.cookie_domain)
-        if "openid" not in self.idp_scopes:
+        if PROVIDERS[self.idp_provider].protocol == "oidc" and "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
         if self.databroker_storage_type == "redis":
             url = self.databroker_storage_connection_string or ""

@@ -25,6 +25,7 @@ from authgate.policy.explanation import Explanation, explain_policy
 from authgate.policy.matchers import (
     ascii_lower,
     claim_matcher,
+    email_unverified,
     list_matcher,
     show,
     string_matcher,
@@ -169,11 +170,13 @@ def well_formed_email(email: str) -> bool:
 
 def _email_value(identity: Identity) -> str | None:
     email = identity.email
+    if email_unverified(identity.claims):
+        return None
     return ascii_lower(email) if well_formed_email(email) else None
 
 
 def _domain_value(identity: Identity) -> str | None:
-    if not well_formed_email(identity.email):
+    if not well_formed_email(identity.email) or email_unverified(identity.claims):
         return None
     domain = email_domain(identity.email)
     return ascii_lower(domain) if domain is not None else None
@@ -198,12 +201,16 @@ def _identity_string(
 
 
 def _shown_domain(identity: Identity) -> str:
+    if email_unverified(identity.claims):
+        return f"{identity.email!r} (not verified by the identity provider)"
     domain = email_domain(identity.email) if well_formed_email(identity.email) else None
     return domain if domain is not None else f"no domain: {identity.email!r} is not an address"
 
 
 def _shown_email(identity: Identity) -> str:
     email = identity.email
+    if email_unverified(identity.claims):
+        return f"{email!r} (not verified by the identity provider)"
     return email if well_formed_email(email) else f"{email!r} (not an address)"
 
 
