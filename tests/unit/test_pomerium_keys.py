@@ -15,7 +15,12 @@ import yaml
 from authgate.assertion.signer import AssertionSigner
 from authgate.authz.claim_headers import claim_headers, filtered_groups, substitute
 from authgate.config import build_runtime, settings_from_mapping
-from authgate.config.pomerium_keys import UNSUPPORTED, UnsupportedKey, migration_table
+from authgate.config.pomerium_keys import (
+    UNSUPPORTED,
+    UnsupportedKey,
+    migration_table,
+    with_table,
+)
 from authgate.config.pomerium_options import claim_header_name
 from authgate.config.runtime import RuntimeConfig
 from authgate.config.schema import Route, Settings
@@ -288,7 +293,14 @@ def test_readme_migration_table_is_generated_from_the_schema() -> None:
         r"<!-- migration-table:start -->\n(.*?)<!-- migration-table:end -->", text, re.S
     )
     assert found, "README lacks the migration table markers"
-    assert found.group(1) == migration_table(), (
-        "README's migration table is stale: regenerate it with "
-        "`python -m authgate.config.pomerium_keys` and paste it between the markers"
+    assert found.group(1) == migration_table() and with_table(text) == text, (
+        "README's migration table is stale: run `python scripts/gen_migration_table.py`"
     )
+    assert "| `autocert` | not supported: " in found.group(1)
+    assert "| `routes[].jwt_claims_headers` | supported |" in found.group(1)
+    assert "| `session_refresh_interval` | authgate's own key |" in found.group(1)
+
+
+def test_http_only_off_is_a_warning() -> None:
+    assert any("cookie_http_only" in n for n in load(cookie_http_only=False).config_warnings())
+    assert not load().config_warnings()

@@ -61,6 +61,12 @@ UNSUPPORTED: dict[str, str] = {
 }
 
 
+# Keys authgate adds (Pomerium has no such key); the rest of the schema is Pomerium's.
+AUTHGATE_KEYS = frozenset(
+    {"session_idle_timeout", "session_refresh_interval", "assertion_claims", "legacy_assertion"}
+)
+
+
 def unsupported_message(key: str) -> str:
     return f"Pomerium's `{key}` is not supported by authgate: {UNSUPPORTED[key]}"
 
@@ -94,8 +100,11 @@ class UnsupportedKey(ConfigError):
 def migration_rows(settings_fields: Iterable[str], route_fields: Iterable[str]) -> list[
         tuple[str, str]]:
     """(key, status) for the README: every key the schema knows, then every refused one."""
-    rows = [(f"`{k}`", "supported") for k in sorted(settings_fields) if k != "routes"]
-    rows += [(f"`routes[].{k}`", "supported") for k in sorted(route_fields)]
+    def status(key: str) -> str:
+        return "authgate's own key" if key in AUTHGATE_KEYS else "supported"
+
+    rows = [(f"`{k}`", status(k)) for k in sorted(settings_fields) if k != "routes"]
+    rows += [(f"`routes[].{k}`", status(k)) for k in sorted(route_fields)]
     rows += [(f"`{k}`", f"not supported: {why}") for k, why in sorted(UNSUPPORTED.items())]
     return rows
 
@@ -109,6 +118,17 @@ def migration_table() -> str:
     lines += [f"| {key} | {status} |" for key, status in
               migration_rows(Settings.model_fields, route_names)]
     return "\n".join(lines) + "\n"
+
+
+MARKERS = ("<!-- migration-table:start -->\n", "<!-- migration-table:end -->")
+
+
+def with_table(readme: str) -> str:
+    """`readme` with the text between the markers replaced by the generated table."""
+    start, end = MARKERS
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}{migration_table()}{end}{tail}"
 
 
 if __name__ == "__main__":

@@ -845,6 +845,11 @@ class Settings(BaseModel):
                     "is NOT verified; anyone on the network path can impersonate the upstream "
                     "(use tls_custom_ca_file for a private CA instead)"
                 )
+        if not self.cookie_http_only:
+            notes.append(
+                "cookie_http_only: false lets any script on a route host read the session "
+                "cookie (one XSS steals the sign-in); keep it true unless an app needs it"
+            )
         return notes
 
     @property
