@@ -222,6 +222,11 @@ def test_cookie_domain_shares_a_secure_prefixed_cookie() -> None:
     assert cfg.cookie_domain_for("other.test") is None
     assert cfg.cookie_binding("other.test") == "other.test"
     assert cfg_with().cookie_name == "__Host-_pomerium"
+    # precomputed per route (read on every Check)
+    (shared,) = cfg.routes
+    assert (shared.cookie_domain, shared.cookie_binding) == ("example.com", "domain:example.com")
+    (own,) = cfg_with().routes
+    assert (own.cookie_domain, own.cookie_binding) == (None, "app.example.com")
 
 
 def test_cookie_attributes() -> None:

@@ -80,10 +80,10 @@ async def accept_hand_off(
         return _bad_handoff(state, route)
     cookie = set_cookie(
         state.session_cookie,
-        state.sessions.cookie_value(session, state.cfg.cookie_binding(route.netloc)),
+        state.sessions.cookie_value(session, route.cookie_binding),
         max_age=max(0, session.expires_at - int(time.time())),
         secure=state.secure,
-        domain=state.cfg.cookie_domain_for(route.netloc),
+        domain=route.cookie_domain,
         **state.session_cookie_flags,
     )
     return pages.redirect(

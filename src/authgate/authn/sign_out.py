@@ -98,7 +98,7 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
             clear_cookie(
                 state.session_cookie,
                 secure=state.secure,
-                domain=state.cfg.cookie_domain_for(route.netloc),
+                domain=route.cookie_domain,
             ),
         ),
     )

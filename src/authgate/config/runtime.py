@@ -36,6 +36,8 @@ class RouteRuntime:
     issuer: str = ""  # the assertion's iss on this route
     substituted_headers: tuple[tuple[str, str], ...] = ()  # set_request_headers with ${...}
     upstream_timeout: timedelta = timedelta(seconds=30)
+    cookie_domain: str | None = None  # the session cookie's Domain (cookie_domain), if any
+    cookie_binding: str = ""  # what its session cookie is sealed to (the host, or the domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +65,10 @@ class RuntimeConfig:
         return f"__Secure-{name}" if self.settings.cookie_domain else f"__Host-{name}"
 
     def cookie_domain_for(self, netloc: str) -> str | None:
-        """cookie_domain, when this route host is inside it (else its cookie stays per host)."""
-        domain = (self.settings.cookie_domain or "").lstrip(".").lower()
-        host = netloc.rpartition(":")[0] if netloc.rpartition(":")[2].isdigit() else netloc
-        if domain and (host == domain or host.endswith("." + domain)):
-            return domain
-        return None
+        return cookie_domain_for(self.settings, netloc)
 
     def cookie_binding(self, netloc: str) -> str:
-        """What a route host's session cookie is sealed to: the host, or the shared domain."""
-        domain = self.cookie_domain_for(netloc)
-        return f"domain:{domain}" if domain else netloc
+        return cookie_binding(self.settings, netloc)
 
     @property
     def login_cookie_name(self) -> str:
@@ -133,6 +128,21 @@ def missing_secrets_warning(settings: Settings) -> str | None:
     )
 
 
+def cookie_domain_for(settings: Settings, netloc: str) -> str | None:
+    """cookie_domain, when this route host is inside it (else its cookie stays per host)."""
+    domain = (settings.cookie_domain or "").lstrip(".").lower()
+    host = netloc.rpartition(":")[0] if netloc.rpartition(":")[2].isdigit() else netloc
+    if domain and (host == domain or host.endswith("." + domain)):
+        return domain
+    return None
+
+
+def cookie_binding(settings: Settings, netloc: str) -> str:
+    """What a route host's session cookie is sealed to: the host, or the shared domain."""
+    domain = cookie_domain_for(settings, netloc)
+    return f"domain:{domain}" if domain else netloc
+
+
 def issuer_for(settings: Settings, issuer_format: str) -> str:
     """The assertion's iss: the authenticate host (host, hostOnly) or its URL (uri)."""
     scheme = "https" if settings.tls else "http"
@@ -163,6 +173,8 @@ def _pomerium_route_options(settings: Settings, route: Route) -> dict[str, objec
         "upstream_timeout": (
             route.timeout if route.timeout is not None else settings.default_upstream_timeout
         ),
+        "cookie_domain": cookie_domain_for(settings, route.from_netloc),
+        "cookie_binding": cookie_binding(settings, route.from_netloc),
     }
 
 
