@@ -2,7 +2,7 @@
 Envoy + workers, the test IdP, sample upstreams that echo what they received):
 claim headers in list and map form, the groups filter, CORS preflight, response headers and
 `${pomerium.*}` values in set_request_headers; and (a second run) the session cookie's
-flags and signout_redirect_url."""
+flags and signout_redirect_url; (a third) one sign-in for every host inside cookie_domain."""
 
 from __future__ import annotations
 
@@ -15,8 +15,17 @@ import jwt
 import pytest
 
 from authgate.contract import ASSERTION_HEADER
+from tests.support.certs import TestPKI, make_pki
 from tests.support.gate import Gate, gates, refused
-from tests.support.idp_login import is_idp_logout_page, submit_idp_logout
+from tests.support.idp import TestIdP, authgate_client
+from tests.support.idp_login import (
+    is_idp_login_page,
+    is_idp_logout_page,
+    submit_idp_login,
+    submit_idp_logout,
+)
+from tests.support.stack import AuthgateStack, free_port
+from tests.support.upstream import SampleUpstream
 
 EXTRA: dict[str, Any] = {
     # map form, global: the `other` route uses it
@@ -188,3 +197,66 @@ def test_session_cookie_flags_and_the_sign_out_landing(cookie_gate: Gate) -> Non
             done = browser.post(gate.url("jenkins.test", action), headers={"origin": origin})
             assert is_idp_logout_page(done), done.text[:500]
             submit_idp_logout(browser, done)
+
+
+# ---------------------------------------------------------------------------- cookie_domain
+
+SHARED = ["app.corp.test", "api.corp.test", "authenticate.test"]
+
+
+@pytest.fixture(scope="module")
+def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuthgateStack, TestPKI]]:
+    """Two route hosts inside `cookie_domain: corp.test`; the authenticate host outside it."""
+    tmp = tmp_path_factory.mktemp("pomerium-cookie-domain")
+    port = free_port()
+    pki = make_pki(tmp / "tls", SHARED)
+    with TestIdP(clients=[authgate_client(port)]) as idp, SampleUpstream(tcp_port=0) as app:
+        config = {
+            "address": f"127.0.0.1:{port}",
+            "certificate_file": str(pki.cert_file),
+            "certificate_key_file": str(pki.key_file),
+            "authenticate_service_url": f"https://authenticate.test:{port}",
+            "idp_provider_url": idp.issuer,
+            "idp_client_id": "authgate",
+            "idp_client_secret": "secret",
+            "cookie_domain": "corp.test",
+            "routes": [
+                {"from": f"https://{host}:{port}", "to": f"http://127.0.0.1:{app.port}",
+                 "allow_any_authenticated_user": True}
+                for host in SHARED[:2]
+            ],
+        }
+        with AuthgateStack(tmp / "run", config, ca_file=pki.ca_file) as stack:
+            yield stack, pki
+
+
+def test_cookie_domain_one_sign_in_for_every_host_inside_it(
+    corp: tuple[AuthgateStack, TestPKI],
+) -> None:
+    stack, pki = corp
+    port = stack.config["address"].rpartition(":")[2]
+
+    def url(host: str, path: str = "/") -> str:
+        return f"https://{host}:{port}{path}"
+
+    with httpx.Client(verify=pki.client_ssl_context(), follow_redirects=True, timeout=15,
+                      headers={"accept": "text/html"}) as browser:
+        page = browser.get(url("app.corp.test"))
+        assert is_idp_login_page(page)
+        landed = submit_idp_login(browser, page, "alice@example.com", "alice-password")
+        assert landed.status_code == 200, landed.text[:500]
+        shared = [c for c in browser.cookies.jar if c.name == "__Secure-_pomerium"]
+        assert [c.domain for c in shared if c.domain.endswith("corp.test")] == [".corp.test"]
+        # the other host inside the domain: no sign-in, no redirect
+        other = browser.get(url("api.corp.test", "/data"), follow_redirects=False)
+        assert other.status_code == 200, other.headers
+        assert "_pomerium" not in other.json()["headers"].get("cookie", "")
+        # signing out on one host ends it on the other
+        form = browser.get(url("api.corp.test", "/.pomerium/sign_out"))
+        action = form.text.split('action="')[1].split('"')[0].replace("&amp;", "&")
+        done = browser.post(url("api.corp.test", action),
+                            headers={"origin": url("api.corp.test").rstrip("/")})
+        if is_idp_logout_page(done):
+            submit_idp_logout(browser, done)
+        after = browser.get(url("app.corp.test"), follow_redirects=False)
+        assert after.status_code == 302 and "/.pomerium/sign_in" in after.headers["location"]
