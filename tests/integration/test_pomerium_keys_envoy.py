@@ -31,6 +31,7 @@ EXTRA: dict[str, Any] = {
     # map form, global: the `other` route uses it
     "jwt_claims_headers": {"X-Email": "email", "X-Groups": "groups"},
     "jwt_groups_filter": ["devs"],
+    "set_response_headers": {"X-Content-Type-Options": "nosniff"},  # every route
 }
 ROUTE_EXTRA: dict[str, dict[str, Any]] = {
     # list form, per route: replaces the global map on the Jenkins route
@@ -143,10 +144,12 @@ def test_response_headers_set_and_rewritten(gate: Gate) -> None:
         answer = browser.get(gate.url("other.test", "/"))
     assert answer.status_code == 200
     assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["content-type"].startswith("application/vnd.authgate+json")
     with signed_in(gate, "alice@example.com", "jenkins.test") as browser:
         plain = browser.get(gate.url("jenkins.test", "/"))
     assert "x-frame-options" not in plain.headers
+    assert plain.headers["x-content-type-options"] == "nosniff"
     assert plain.headers["content-type"].startswith("application/json")
 
 

@@ -309,3 +309,16 @@ def test_readme_migration_table_is_generated_from_the_schema() -> None:
 def test_http_only_off_is_a_warning() -> None:
     assert any("cookie_http_only" in n for n in load(cookie_http_only=False).config_warnings())
     assert not load().config_warnings()
+
+
+def test_global_response_headers_under_the_routes_own() -> None:
+    cfg = runtime(
+        [route("http://a.test", "http://10.0.0.1", id="r", set_response_headers={"X-A": "route"})],
+        set_response_headers={"x-a": "global", "Strict-Transport-Security": "max-age=60"},
+    )
+    r = only_route(bootstrap(cfg))
+    assert [(h["header"]["key"], h["header"]["value"]) for h in r["response_headers_to_add"]] == [
+        ("x-a", "route"), ("strict-transport-security", "max-age=60")]
+    with pytest.raises(ConfigError) as info:
+        load(set_response_headers={"Set-Cookie": "x=1"})
+    assert str(info.value).startswith("set_response_headers")

@@ -84,6 +84,14 @@ def check_response_header_name(name: str) -> None:
         raise ValueError(f"{name!r}: the x-pomerium- namespace belongs to authgate")
 
 
+def check_response_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, header_value in value.items():
+        check_response_header_name(name)
+        if any(c in header_value for c in "\r\n\0"):
+            raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
+    return value
+
+
 def substitutions_in(value: str) -> list[str]:
     """The `${pomerium.*}` names a header value uses; ValueError for one that does not exist."""
     names = SUBSTITUTION.findall(value)

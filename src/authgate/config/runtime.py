@@ -38,6 +38,7 @@ class RouteRuntime:
     upstream_timeout: timedelta = timedelta(seconds=30)
     cookie_domain: str | None = None  # the session cookie's Domain (cookie_domain), if any
     cookie_binding: str = ""  # what its session cookie is sealed to (the host, or the domain)
+    response_headers: tuple[tuple[str, str], ...] = ()  # global set_response_headers + route's
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,12 @@ def _pomerium_route_options(settings: Settings, route: Route) -> dict[str, objec
         ),
         "cookie_domain": cookie_domain_for(settings, route.from_netloc),
         "cookie_binding": cookie_binding(settings, route.from_netloc),
+        "response_headers": tuple(
+            {
+                **{k.lower(): v for k, v in settings.set_response_headers.items()},
+                **{k.lower(): v for k, v in route.set_response_headers.items()},
+            }.items()
+        ),
     }
 
 

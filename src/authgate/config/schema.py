@@ -27,6 +27,7 @@ from authgate.config.pomerium_options import (
     check_claim_headers,
     check_cookie_settings,
     check_response_header_name,
+    check_response_headers,
     substitutions_in,
 )
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
@@ -484,11 +485,7 @@ class Route(BaseModel):
     @field_validator("set_response_headers")
     @classmethod
     def _response_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, header_value in value.items():
-            check_response_header_name(name)
-            if any(c in header_value for c in "\r\n\0"):
-                raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
-        return value
+        return check_response_headers(value)
 
     @field_validator("rewrite_response_headers")
     @classmethod
@@ -717,6 +714,7 @@ class Settings(BaseModel):
     timeout_read: Duration = timedelta(seconds=30)
     timeout_write: Duration = timedelta(0)
     timeout_idle: Duration = timedelta(minutes=5)
+    set_response_headers: HeaderMap = Field(default_factory=dict)  # a route's own win
     # Scripts (Pomerium's keys): `default` passes `Authorization: Bearer` to the app untouched;
     # `idp_access_token` / `idp_identity_token` read it as a token from the IdP.
     bearer_token_format: BearerTokenFormat = "default"
@@ -747,6 +745,11 @@ class Settings(BaseModel):
     @classmethod
     def _signout_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value, "signout_redirect_url", True)
+
+    @field_validator("set_response_headers")
+    @classmethod
+    def _response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_response_headers(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -522,7 +522,7 @@ def _proxy_route(rt: RouteRuntime) -> Route:
         route=_route_action(rt),
         request_headers_to_add=_headers_to_set(rt),
         request_headers_to_remove=[name.lower() for name in route.remove_request_headers],
-        response_headers_to_add=_overwrite(route.set_response_headers),
+        response_headers_to_add=_overwrite(dict(rt.response_headers)),
         typed_per_filter_config=_authz_context(rt.id, RouteKind.ROUTE)
         | response_rewrites(route.rewrite_response_headers),
     )
