@@ -322,3 +322,12 @@ def test_global_response_headers_under_the_routes_own() -> None:
     with pytest.raises(ConfigError) as info:
         load(set_response_headers={"Set-Cookie": "x=1"})
     assert str(info.value).startswith("set_response_headers")
+
+
+def test_global_pass_identity_headers_is_the_routes_default() -> None:
+    routes = [{"from": "https://a.example.com", "to": "http://10.0.0.1"},
+              {"from": "https://b.example.com", "to": "http://10.0.0.1",
+               "pass_identity_headers": False}]
+    settings = load(routes=routes, pass_identity_headers=True)
+    assert [r.pass_identity_headers for r in settings.routes] == [True, False]
+    assert [r.pass_identity_headers for r in load(routes=routes).routes] == [False, False]

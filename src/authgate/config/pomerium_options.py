@@ -120,3 +120,20 @@ def check_cookie_settings(tls: bool, same_site: str, domain: str | None) -> None
         raise ValueError(
             f"cookie_domain: {domain!r} is not a domain name; write e.g. example.com"
         )
+
+
+def with_route_defaults(data: object) -> object:
+    """Pomerium's global `pass_identity_headers` is the default of every route that does not
+    set its own (filled in before validation, so the routes keep a plain bool)."""
+    if not isinstance(data, dict) or data.get("pass_identity_headers") is None:
+        return data
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return data
+    default = data["pass_identity_headers"]
+    return {
+        **data,
+        "routes": [
+            {"pass_identity_headers": default, **r} if isinstance(r, dict) else r for r in routes
+        ],
+    }

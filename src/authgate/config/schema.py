@@ -29,6 +29,7 @@ from authgate.config.pomerium_options import (
     check_response_header_name,
     check_response_headers,
     substitutions_in,
+    with_route_defaults,
 )
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
 from authgate.oidc.providers import OIDC_DEFAULT_SCOPES, PROVIDER_NAMES, PROVIDERS, RESERVED_PARAMS
@@ -715,6 +716,7 @@ class Settings(BaseModel):
     timeout_write: Duration = timedelta(0)
     timeout_idle: Duration = timedelta(minutes=5)
     set_response_headers: HeaderMap = Field(default_factory=dict)  # a route's own win
+    pass_identity_headers: bool | None = None  # the default of routes that set none
     # Scripts (Pomerium's keys): `default` passes `Authorization: Bearer` to the app untouched;
     # `idp_access_token` / `idp_identity_token` read it as a token from the IdP.
     bearer_token_format: BearerTokenFormat = "default"
@@ -754,7 +756,7 @@ class Settings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _idp_defaults(cls, data: Any) -> Any:
-        return _with_idp_defaults(data)
+        return with_route_defaults(_with_idp_defaults(data))
 
     @field_validator("idp_provider_url")
     @classmethod
