@@ -331,3 +331,11 @@ def test_global_pass_identity_headers_is_the_routes_default() -> None:
     settings = load(routes=routes, pass_identity_headers=True)
     assert [r.pass_identity_headers for r in settings.routes] == [True, False]
     assert [r.pass_identity_headers for r in load(routes=routes).routes] == [False, False]
+
+
+def test_check_tells_the_routes_own_issuer() -> None:
+    from authgate.check import check_config
+
+    cfg = cfg_with({"jwt_issuer_format": "uri", "pass_identity_headers": True})
+    text = " ".join(f.line() for f in check_config(cfg, upstreams=False))
+    assert "iss=https://authenticate.example.com/" in text
