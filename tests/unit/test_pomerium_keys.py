@@ -339,3 +339,9 @@ def test_check_tells_the_routes_own_issuer() -> None:
     cfg = cfg_with({"jwt_issuer_format": "uri", "pass_identity_headers": True})
     text = " ".join(f.line() for f in check_config(cfg, upstreams=False))
     assert "iss=https://authenticate.example.com/" in text
+
+
+def test_top_level_policy_is_pomeriums_old_route_list() -> None:
+    with pytest.raises(UnsupportedKey) as info:
+        load(policy=[{"from": "https://a.example.com", "to": "http://10.0.0.1"}])
+    assert "write the routes under `routes`" in str(info.value)

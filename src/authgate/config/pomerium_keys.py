@@ -57,7 +57,11 @@ UNSUPPORTED: dict[str, str] = {
     "minted; remove it",
     "kubernetes_service_account_token": "Kubernetes API impersonation is not done; remove it",
     "kubernetes_service_account_token_file": "see kubernetes_service_account_token",
-    "tls_downstream_server_name": "Pomerium Enterprise only; remove it",
+    "policy": "at the top level this is Pomerium's old name for the route list; write the "
+    "routes under `routes` (a route's own `policy` is its PPL, and supported)",
+    "policy_file": "deprecated in Pomerium; write the routes under `routes` in the config",
+    "headers": "deprecated in Pomerium; use set_response_headers",
+    "allow_spdy": "SPDY upgrades are not proxied; remove it",
 }
 
 
