@@ -783,6 +783,17 @@ def _is_loopback(host: str) -> bool:
 
 
 def _server_findings(settings: Settings) -> list[Finding]:
+    if settings.insecure_server and settings.tls and not _is_loopback(settings.listen_host):
+        return [
+            Finding(
+                "info", "insecure_server",
+                f"plain HTTP on {settings.address} behind a TLS-terminating balancer (https "
+                "routes): session cookies and assertions cross the balancer-to-authgate hop "
+                "unencrypted",
+                "keep that hop on a network only the balancer reaches, and set "
+                "xff_num_trusted_hops so source_ip sees clients, not the balancer",
+            )
+        ]
     if settings.insecure_server and not _is_loopback(settings.listen_host):
         return [
             Finding(

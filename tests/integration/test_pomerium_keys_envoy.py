@@ -29,7 +29,7 @@ from tests.support.upstream import SampleUpstream
 
 EXTRA: dict[str, Any] = {
     # map form, global: the `other` route uses it
-    "jwt_claims_headers": {"X-Email": "email", "X-Groups": "groups"},
+    "jwt_claims_headers": {"X-Email": "email", "X-Groups": "groups", "X-Missing": "no_such"},
     "jwt_groups_filter": ["devs"],
     "set_response_headers": {"X-Content-Type-Options": "nosniff"},  # every route
 }
@@ -94,9 +94,11 @@ def test_claim_headers_list_form_on_a_route(gate: Gate) -> None:
 
 def test_claim_headers_map_form_and_nothing_else(gate: Gate) -> None:
     with signed_in(gate, "alice@example.com", "other.test") as browser:
-        headers = seen(browser.get(gate.url("other.test", "/")))
+        headers = seen(browser.get(gate.url("other.test", "/"),
+                                   headers={"x-missing": "forged", "x-email": "forged"}))
     assert headers["x-email"] == "alice@example.com"
     assert headers["x-groups"] == "devs"
+    assert "x-missing" not in headers  # no such claim: and never the client's value
     assert not [name for name in headers if name.startswith("x-pomerium-claim-")]
 
 

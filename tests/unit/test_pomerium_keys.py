@@ -22,16 +22,17 @@ from authgate.config.pomerium_keys import (
     with_table,
 )
 from authgate.config.pomerium_options import claim_header_name
-from authgate.config.runtime import RuntimeConfig
+from authgate.config.runtime import RuntimeConfig, generate_signing_key_b64
 from authgate.config.schema import Route, Settings
 from authgate.envoy.response_rewrite import RESPONSE_REWRITE_FILTER
 from authgate.errors import ConfigError
 from authgate.policy import Identity
 from authgate.session.cookies import set_cookie
-from tests.support.bootstrap_doc import bootstrap, hcm, only_route, route, runtime
+from tests.support.bootstrap_doc import bootstrap, hcm, only_route, route, runtime, vhosts
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 COOKIE_SECRET = base64.b64encode(os.urandom(32)).decode()
+SIGNING_KEY = generate_signing_key_b64()
 
 
 def raw_config(tls: bool = True, **top: Any) -> dict[str, Any]:
@@ -347,3 +348,40 @@ def test_top_level_policy_is_pomeriums_old_route_list() -> None:
     with pytest.raises(UnsupportedKey) as info:
         load(policy=[{"from": "https://a.example.com", "to": "http://10.0.0.1"}])
     assert "write the routes under `routes`" in str(info.value)
+
+
+def test_fast_lane_only_where_a_pass_can_stand_for_the_headers() -> None:
+    from authgate.fast_pass import FastLane
+
+    def lane_routes(route_options: dict[str, Any], **top: Any) -> set[str]:
+        cfg = cfg_with({"pass_identity_headers": True, **route_options}, fast_lane=True,
+                       signing_key=SIGNING_KEY, **top)
+        return set(FastLane(cfg).routes)
+
+    assert lane_routes({}, jwt_claims_headers=["email"]) == {"route-0"}
+    assert FastLane(cfg_with({"pass_identity_headers": True}, fast_lane=True,
+                             signing_key=SIGNING_KEY, jwt_claims_headers=["email"])
+                    ).routes["route-0"].headers == (
+        "x-pomerium-jwt-assertion", "x-pomerium-claim-email")
+    # a claim header Envoy would not clear of client values on the fast lane
+    assert lane_routes({}, jwt_claims_headers={"X-Email": "email"}) == set()
+    # a per-user secret never goes into a pass cookie
+    assert lane_routes({"set_request_headers": {"Authorization": "Bearer ${pomerium.id_token}"}}
+                       ) == set()
+
+
+
+def test_the_fast_lane_twin_keeps_the_response_headers() -> None:
+    rewrite = {"header": "Location", "prefix": "http://internal/", "value": "https://a.test/"}
+    cfg = runtime(
+        [route("https://a.test", "http://10.0.0.1", id="r", pass_identity_headers=True,
+               allow_any_authenticated_user=True, set_response_headers={"X-Frame-Options": "DENY"},
+               rewrite_response_headers=[rewrite])],
+        tls=("cert.pem", "key.pem"), fast_lane=True, signing_key=SIGNING_KEY,
+    )
+    routes = vhosts(bootstrap(cfg))["a.test"]["routes"]
+    twin, normal = (next(r for r in routes if r.get("name") == name) for name in
+                    ("r:fast-lane", "r"))
+    assert twin["response_headers_to_add"] == normal["response_headers_to_add"]
+    assert (twin["typed_per_filter_config"][RESPONSE_REWRITE_FILTER]
+            == normal["typed_per_filter_config"][RESPONSE_REWRITE_FILTER])

@@ -13,6 +13,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.contract import ASSERTION_CLAIMS as ASSERTION_CLAIMS
+from authgate.ops.metrics import CacheCounter
+
+_LOOKUPS = CacheCounter("assertion")  # ops metrics
 
 ASSERTION_LIFETIME_S = 300
 REUSE_MARGIN_S = 60  # re-sign when less than this is left before `exp`
@@ -108,7 +111,9 @@ class AssertionSigner:
         key = (sid, audience, user, email, name, groups, added, iss)
         cached = self._cache.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
+            _LOOKUPS.hit()
             return cached[0], cached[1] - REUSE_MARGIN_S
+        _LOOKUPS.miss()
         exp = now_i + ASSERTION_LIFETIME_S
         token = self.sign(
             {

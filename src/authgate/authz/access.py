@@ -1,12 +1,11 @@
 """A request for an application route: session -> policy -> forward with identity, or not."""
 
 import math
+from dataclasses import replace
 from urllib.parse import quote
 
-import structlog
-
 from authgate.authn.sign_in import start_login
-from authgate.authz import pages
+from authgate.authz import fast_lane_pass, pages
 from authgate.authz.app_claims import added_claims
 from authgate.authz.claim_headers import (
     claim_headers,
@@ -29,6 +28,8 @@ from authgate.contract import (
     STRIP_COOKIES_HEADER,
     UNTRUSTED_FORWARDING_HEADERS,
 )
+from authgate.ops.decision_log import NO_SESSION, allow_rule, deny_rule
+from authgate.ops.metrics import SIGN_IN_REDIRECT
 from authgate.policy import PolicyInput
 from authgate.session import Session
 from authgate.session.cookies import (
@@ -37,8 +38,6 @@ from authgate.session.cookies import (
     without_cookies,
 )
 from authgate.session.store import StoreUnavailable
-
-log = structlog.get_logger("authgate.authz")
 
 
 def _spoofable(name: str) -> bool:
@@ -69,6 +68,7 @@ def forward(
     ctx: RequestContext,
     session: Session | None,
     token_in_authorization: bool = False,
+    rule: str = "",
 ) -> Allow:
     """Forward with every client-sent identity header removed and ours set (overwrite).
     `token_in_authorization`: authgate read `Authorization`, which is then not the app's."""
@@ -117,11 +117,23 @@ def forward(
         set_headers += [
             (name, substitute(template, tokens)) for name, template in route.substituted_headers
         ]
+    minted = fast_lane_pass.mint(state, route, ctx, session, set_headers, until)
+    if minted is not None:
+        until = min(until, minted[1])
     cookie_changes = _without_own_cookies(state, ctx)
     if cookie_changes is not None:
         set_headers += [(k, v) for k, v in cookie_changes if v]
     ours = {name for name, _ in set_headers}
-    remove = [name for name in ctx.headers if _spoofable(name) and name not in ours]
+    # Claim headers may be named outside x-pomerium-: one this answer does not set (no such
+    # claim, no session) must not come from the client either. Removed whether or not authz
+    # saw it (the generated Envoy sends authz only the headers it reads).
+    claim_names = route.claim_header_names
+    remove = [
+        name
+        for name in ctx.headers
+        if (_spoofable(name) or name.replace("_", "-") in claim_names) and name not in ours
+    ]
+    remove += sorted(claim_names - ours - set(remove))
     if cookie_changes is not None and "cookie" not in ours and STRIP_COOKIES_HEADER not in ours:
         remove.append("cookie")  # nothing but authgate's cookies
     if not ctx.generated_envoy:  # the generated Envoy removes these itself
@@ -133,6 +145,9 @@ def forward(
         remove_headers=tuple(remove),
         until=until,
         session_id=session.sid if session is not None else "",
+        rule=rule,
+        user=(session.identity.email or session.identity.user) if session is not None else "",
+        response_cookies=(minted[0],) if minted is not None else (),
     )
 
 
@@ -146,10 +161,11 @@ def _is_preflight(ctx: RequestContext) -> bool:
 
 def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     if ctx.wants_html:
-        return start_login(state, route, ctx)
-    return pages.json_answer(
+        return replace(start_login(state, route, ctx), outcome=SIGN_IN_REDIRECT, rule=NO_SESSION)
+    answer = pages.json_answer(
         401, {"error": "unauthenticated", "message": "sign in first: open this URL in a browser"}
     )
+    return replace(answer, rule=NO_SESSION)
 
 
 async def who_is(
@@ -176,7 +192,7 @@ async def check_route(
 ) -> Decision:
     if route.route.cors_allow_preflight and _is_preflight(ctx):
         # Pomerium's cors_allow_preflight: browsers send preflights without credentials.
-        return forward(state, route, ctx, None)
+        return forward(state, route, ctx, None, rule="cors_allow_preflight")
     found = await who_is(state, route, ctx)
     if isinstance(found, Respond):
         return found
@@ -188,25 +204,19 @@ async def check_route(
         source_ip=ctx.source_ip,
         now=state.clock(),
         headers=ctx.headers,
+        client_certificate=ctx.client_certificate,
     )
     if route.policy.allowed(inp):
-        return forward(state, route, ctx, session, from_authorization)
+        rule = allow_rule(route.policy, inp)
+        return forward(state, route, ctx, session, from_authorization, rule)
     if session is None:
         return not_signed_in(state, route, ctx)
     # The explanation is computed only here, off the allow path.
-    why = route.policy.explain(inp).reason
+    explained = route.policy.explain(inp)
+    why = explained.reason
     who = session.identity.email or session.identity.user
-    log.info(
-        "denied",
-        request_id=ctx.headers.get("x-request-id", ""),
-        route=route.id,
-        host=route.netloc,
-        path=ctx.path_only,
-        user=who,
-        rule=why,
-    )
     back = f"{SIGN_OUT_PATH}?pomerium_redirect_uri={quote(ctx.path, safe='')}"
-    return pages.error(
+    page = pages.error(
         ctx,
         403,
         "Access denied",
@@ -218,3 +228,4 @@ async def check_route(
             ("Who am I signed in as?", "/.pomerium/"),
         ),
     )
+    return replace(page, rule=deny_rule(explained), user=who)

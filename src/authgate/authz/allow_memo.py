@@ -18,8 +18,11 @@ from dataclasses import dataclass, replace
 
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
-from authgate.contract import EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.contract import CLIENT_ADDRESS_HEADER, EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.ops.decision_log import Note
+from authgate.ops.metrics import CacheCounter
 from authgate.policy.ppl import (
+    SCOPE_CERTIFICATE,
     SCOPE_CORS,
     SCOPE_INTERNAL,
     SCOPE_NETWORK,
@@ -34,6 +37,8 @@ _CORS = frozenset(_CORS_HEADERS)
 MAX_ENTRIES = 10_000
 MAX_BYTES = 24 * 1024 * 1024  # keys and answers together, per worker
 MAX_ENTRY_BYTES = 16 * 1024  # a larger request or answer always takes the full path
+_LOOKUPS = CacheCounter("allow_memo")
+_NO_NOTE = Note("", "", "")
 
 
 def weight(key: Key, answer: bytes) -> int:
@@ -54,6 +59,7 @@ class KeyPlan:
     request: bool = False  # method and path
     network: bool = False  # client address
     cors: bool = False  # method, Origin and Access-Control-Request-Method values
+    certificate: bool = False  # the client's certificate (downstream mTLS)
 
 
 def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
@@ -65,7 +71,18 @@ def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
         request=bool(scopes & {SCOPE_REQUEST, SCOPE_INTERNAL}),
         network=SCOPE_NETWORK in scopes,
         cors=SCOPE_CORS in scopes,
+        certificate=SCOPE_CERTIFICATE in scopes,
     )
+
+
+def _client_address(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bytes | str:
+    """The address the generated Envoy computed behind balancers (CLIENT_ADDRESS_HEADER)."""
+    if http.HasField("header_map"):
+        for entry in http.header_map.headers:
+            if entry.key == CLIENT_ADDRESS_HEADER:
+                return bytes(entry.raw_value)
+        return b""
+    return str(http.headers.get(CLIENT_ADDRESS_HEADER, ""))
 
 
 class AllowMemo:
@@ -79,7 +96,8 @@ class AllowMemo:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._plans = plans
-        self._entries: OrderedDict[Key, tuple[bytes, float, int, str]] = OrderedDict()
+        # answer, valid until, weight, session id, what the decision log says on reuse
+        self._entries: OrderedDict[Key, tuple[bytes, float, int, str, Note]] = OrderedDict()
         # A session that changes (refreshed, revoked) takes its answers with it.
         self._by_session: dict[str, set[Key]] = {}
 
@@ -93,7 +111,9 @@ class AllowMemo:
             if plan is not None and route.route.cors_allow_preflight:
                 plan = replace(plan, cors=True)  # a preflight passes without a session
             if plan is not None:
-                plans[route_id] = plan
+                # With client certificates, every answer is for one certificate (or none).
+                mtls = cfg.settings.downstream_mtls is not None
+                plans[route_id] = replace(plan, certificate=True) if mtls else plan
         return cls(plans, limit, max_bytes)
 
     def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
@@ -130,25 +150,40 @@ class AllowMemo:
         if plan.request:
             key += (http.method, http.path.partition("?")[0])
         if plan.network:
-            key += (attrs.source.address.socket_address.address,)
+            key += (attrs.source.address.socket_address.address, _client_address(http))
+        if plan.certificate:
+            key += (attrs.source.certificate,)
         return key
 
-    def get(self, key: Key) -> bytes | None:
+    def lookup(self, key: Key) -> tuple[bytes, Note] | None:
+        """The kept answer and its decision-log note, while still valid."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if time.time() < entry[1]:
-            self._entries.move_to_end(key)
-            return entry[0]
-        self._drop(key)
+        if entry is not None:
+            if time.time() < entry[1]:
+                self._entries.move_to_end(key)
+                _LOOKUPS.hit()
+                return entry[0], entry[4]
+            self._drop(key)
+        _LOOKUPS.miss()
         return None
 
-    def put(self, key: Key, answer: bytes, until: float, session_id: str = "") -> None:
+    def get(self, key: Key) -> bytes | None:
+        found = self.lookup(key)
+        return None if found is None else found[0]
+
+    def put(
+        self,
+        key: Key,
+        answer: bytes,
+        until: float,
+        session_id: str = "",
+        note: Note = _NO_NOTE,
+    ) -> None:
         size = weight(key, answer)
         if until <= time.time() or size > min(MAX_ENTRY_BYTES, self.max_bytes):
             return
         self._drop(key)
-        self._entries[key] = (answer, until, size, session_id)
+        self._entries[key] = (answer, until, size, session_id, note)
         self.bytes += size
         if session_id:
             self._by_session.setdefault(session_id, set()).add(key)

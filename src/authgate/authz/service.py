@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from dataclasses import replace
+from urllib.parse import unquote
 
 import structlog
 
@@ -12,11 +13,14 @@ from authgate.authn.sign_in import error_page
 from authgate.authz import pages
 from authgate.authz.access import check_route
 from authgate.authz.authenticate import handle_authenticate
+from authgate.authz.client_address import with_client_address
+from authgate.authz.client_cert_gate import client_certificate_required
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Decision, Respond
 from authgate.authz.route_endpoints import handle_internal
 from authgate.authz.state import AuthzState
 from authgate.contract import AUTHENTICATE_ROUTE_ID, EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.ops.decision_log import record
 from authgate.routing import not_normalized, select
 from authgate.session.store import StoreUnavailable
 
@@ -64,6 +68,7 @@ def request_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         source_ip=attrs.source.address.socket_address.address,
         cookie_headers=cookie_headers,
         generated_envoy=EXT_ROUTE_ID in ext,
+        client_certificate=unquote(attrs.source.certificate),
     )
 
 
@@ -82,8 +87,26 @@ def _select_route(state: AuthzState, ctx: RequestContext) -> RequestContext | Re
     return replace(ctx, route_id=route_id, kind=chosen.kind.value)
 
 
-async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
-    """Route by the id the generated Envoy matched; without one, by the shared matcher."""
+async def decide(state: AuthzState, ctx: RequestContext, started: float | None = None) -> Decision:
+    """Route by the id the generated Envoy matched; without one, by the shared matcher.
+    `started` (perf_counter at the Check's arrival): log the decision and count it."""
+    # Behind a balancer: the client's address as Envoy computed it (the log and source_ip).
+    ctx = with_client_address(state.cfg.settings, ctx)
+    if ctx.generated_envoy:
+        decision = await _decided(state, ctx)
+    else:
+        selected = _select_route(state, ctx)
+        if isinstance(selected, Respond):
+            decision = selected
+        else:
+            ctx = selected
+            decision = await _decided(state, ctx)
+    if started is not None:
+        record(ctx, decision, started)
+    return decision
+
+
+async def _decided(state: AuthzState, ctx: RequestContext) -> Decision:
     try:
         return await _decide(state, ctx)
     except LoginError as error:
@@ -100,11 +123,6 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
 
 
 async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
-    if not ctx.generated_envoy:
-        selected = _select_route(state, ctx)
-        if isinstance(selected, Respond):
-            return selected
-        ctx = selected
     if ctx.kind == RouteKind.AUTHENTICATE and ctx.route_id == AUTHENTICATE_ROUTE_ID:
         return await handle_authenticate(state, ctx)
     route = state.cfg.routes_by_id.get(ctx.route_id)
@@ -118,7 +136,8 @@ async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
             "unknown_route",
         )
     if ctx.kind == RouteKind.ROUTE:
-        return await check_route(state, route, ctx)
+        refused = client_certificate_required(state.cfg.settings, ctx)
+        return refused if refused is not None else await check_route(state, route, ctx)
     if ctx.kind == RouteKind.INTERNAL:
         return await handle_internal(state, route, ctx)
     return pages.error(

@@ -20,6 +20,7 @@ from authgate.authn.tokens import (
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
+from authgate.fast_pass import FastLane
 from authgate.oidc import GrantRevoked, OidcClient
 from authgate.oidc.factory import idp_client
 from authgate.session import SealedBox
@@ -97,6 +98,7 @@ class AuthzState:
     own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
     session_cookie_flags: SessionCookieFlags = field(init=False)
+    fast_lane: FastLane = field(init=False)  # the routes that mint passes, and their key
 
     def __post_init__(self) -> None:
         self.secure = self.cfg.settings.tls
@@ -110,6 +112,7 @@ class AuthzState:
             same_site=self.cfg.settings.cookie_same_site,
             http_only=self.cfg.settings.cookie_http_only,
         )
+        self.fast_lane = FastLane(self.cfg)
 
     @classmethod
     def build(

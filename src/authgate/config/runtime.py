@@ -32,6 +32,7 @@ class RouteRuntime:
     public: bool  # a request without a session may pass
     # Pomerium keys (issue #13), resolved route over global once here, not per request.
     claim_headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, claim)
+    claim_header_names: frozenset[str] = frozenset()  # never taken from the client
     groups_filter: frozenset[str] | None = None  # None: every group
     issuer: str = ""  # the assertion's iss on this route
     substituted_headers: tuple[tuple[str, str], ...] = ()  # set_request_headers with ${...}
@@ -84,7 +85,10 @@ class RuntimeConfig:
     @property
     def own_cookies(self) -> tuple[str, ...]:
         """Every cookie authgate sets: none of them ever reaches an app."""
-        return (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        from authgate.fast_pass import pass_cookie_names  # it reads this module's types
+
+        own = (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        return (*own, *pass_cookie_names(self))
 
     def route_for_origin(self, origin: str) -> RouteRuntime | None:
         parts = urlsplit(origin)
@@ -163,6 +167,7 @@ def _pomerium_route_options(settings: Settings, route: Route) -> dict[str, objec
     allowed = {*settings.jwt_groups_filter, *(route.jwt_groups_filter or ())}
     return {
         "claim_headers": tuple((h.lower(), c) for h, c in headers.items()),
+        "claim_header_names": frozenset(h.lower() for h in headers),
         # Global and route filters add up (Pomerium: both apply); none: every group.
         "groups_filter": frozenset(allowed) if allowed else None,
         "issuer": issuer_for(settings, route.jwt_issuer_format or settings.jwt_issuer_format),
@@ -210,7 +215,12 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
             )
         seen_ids.add(rid)
         if urlsplit(route.from_).scheme != scheme:
-            fix = "use https:// routes with TLS" if settings.tls else "use http:// routes"
+            fix = "use http:// routes"
+            if settings.tls:
+                fix = (
+                    "use https:// routes (authenticate_service_url is https)"
+                    if settings.insecure_server else "use https:// routes with TLS"
+                )
             raise ConfigError(f"routes[{index}].from", f"scheme must be {scheme}", fix)
         policy = compile_route_policy(
             policy=route.policy,

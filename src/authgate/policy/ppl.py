@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authgate.errors import ConfigError
-from authgate.policy import timecrit
+from authgate.policy import client_cert, timecrit
 from authgate.policy.explanation import Explanation, explain_policy
 from authgate.policy.matchers import (
     ascii_lower,
@@ -145,6 +145,7 @@ SCOPE_CONSTANT = "constant"
 SCOPE_REQUEST = "request"  # method, path: the client chooses
 SCOPE_TIME = "time"  # the clock: eventually any value
 SCOPE_NETWORK = "network"  # source_ip
+SCOPE_CERTIFICATE = "certificate"  # client_certificate (downstream mTLS)
 SCOPE_CORS = "cors"  # cors_preflight
 SCOPE_INTERNAL = "internal"  # pomerium_routes: answered by authgate before policy
 
@@ -326,6 +327,11 @@ def _source_ip(spec: object, where: str) -> Criterion:
     return Criterion(predicate, text, lambda inp: inp.source_ip or "no address")
 
 
+def _client_certificate(spec: object, where: str) -> Criterion:
+    predicate, text = client_cert.compile_matcher(spec, where)
+    return Criterion(predicate, text, client_cert.describe)
+
+
 def _is_cors_preflight(inp: PolicyInput) -> bool:
     headers = inp.headers
     return (
@@ -365,6 +371,12 @@ CRITERIA: dict[str, CriterionFactory] = {
     "http_method": _request_string("method"),
     "http_path": _request_string("path"),
     "source_ip": _source_ip,
+    "client_certificate": _client_certificate,
+    # No trusted certificate: with downstream_mtls an untrusted one never passes the handshake,
+    # so this is "none presented" (Pomerium's `deny` rule for the `policy` enforcement mode).
+    "invalid_client_certificate": _flag(
+        lambda inp: not inp.client_certificate, "invalid_client_certificate", client_cert.describe
+    ),
     "cors_preflight": _flag(_is_cors_preflight, "cors_preflight", _cors_got),
     "pomerium_routes": _flag(
         lambda inp: inp.path.startswith(POMERIUM_PREFIX), "pomerium_routes", lambda i: i.path
@@ -386,6 +398,8 @@ CRITERION_SCOPES: dict[str, str] = {
     "http_method": SCOPE_REQUEST,
     "http_path": SCOPE_REQUEST,
     "source_ip": SCOPE_NETWORK,
+    "client_certificate": SCOPE_CERTIFICATE,
+    "invalid_client_certificate": SCOPE_CERTIFICATE,
     "cors_preflight": SCOPE_CORS,
     "pomerium_routes": SCOPE_INTERNAL,
     "date": SCOPE_TIME,
@@ -395,8 +409,6 @@ CRITERION_SCOPES: dict[str, str] = {
 
 # Pomerium criteria that need machinery authgate does not have.
 UNSUPPORTED = {
-    "client_certificate": "client certificates (mTLS) are not configured by authgate",
-    "invalid_client_certificate": "client certificates (mTLS) are not configured by authgate",
     "device": "device identity is a Pomerium feature authgate does not have",
     "record": "external data sources are a Pomerium Enterprise feature",
     "mcp_tool": "MCP routes are a Pomerium feature authgate does not have",

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from authgate.ops.metrics import SESSION_REFRESHES, CacheCounter
 from authgate.session.model import Session, identity_from_claims, new_session_id
 from authgate.session.record import IdpTokens, RecordSealer, SessionData
 from authgate.session.reference import ReferenceCodec, SessionRef
@@ -31,6 +32,8 @@ from authgate.session.store import CursorExpired, SessionRecord, SessionStore, S
 log = structlog.get_logger("authgate.sessions")
 
 FEED_INTERVAL_S = 0.2
+_LOOKUPS = CacheCounter("session")  # ops metrics
+_REFRESHES = SESSION_REFRESHES
 STALE_AFTER_S = 1.0  # no successful poll for this long: caches are not trusted
 REFRESH_RETRY_S = 30.0  # after a failed refresh (IdP down), wait this long before the next try
 REFRESH_LOCK_S = 30.0
@@ -136,8 +139,10 @@ class SessionManager:
         now = time.time() if now is None else now
         cached = self._cache.get(ref.sid) if self.fresh() else None
         if cached is None:
+            _LOOKUPS.miss()
             cached = await self._read(ref.sid)
         else:
+            _LOOKUPS.hit()
             self._cache.move_to_end(ref.sid)
         session = cached.session
         if session is None or session.issued_at != ref.issued_at:
@@ -304,10 +309,12 @@ class SessionManager:
         try:
             result = await self._refresher(data.tokens)
         except AccountGone as exc:
+            _REFRESHES.labels("revoked").inc()
             log.info("session_ended", sid_hint=sid[:6], why=f"identity provider: {exc}")
             await self.revoke(sid)
             return
         except Exception as exc:  # the IdP is down or answered nonsense: keep, within grace
+            _REFRESHES.labels("failure").inc()
             log.warning("session_refresh_failed", sid_hint=sid[:6], error=str(exc)[:200])
             return
         now = time.time()
@@ -324,5 +331,6 @@ class SessionManager:
         )
         blob = self._sealer.seal(sid, SessionData(identity, tokens))
         await self.store.update(sid, data=blob, refreshed_at=now)
+        _REFRESHES.labels("success").inc()
         log.info("session_refreshed", sid_hint=sid[:6], groups=len(identity.groups))
 
