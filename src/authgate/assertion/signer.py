@@ -98,14 +98,17 @@ class AssertionSigner:
         groups: tuple[str, ...],
         extra: dict[str, Any] | None = None,
         now: float | None = None,
+        issuer: str | None = None,
     ) -> tuple[str, int]:
         """The assertion and the time until which it is handed out again (then re-signed).
 
         `extra`: claims the route adds. Reuse is keyed by everything the token says, so a
-        session whose claims were refreshed gets a new assertion at once."""
+        session whose claims were refreshed gets a new assertion at once. `issuer`: the route's
+        own iss (per-route jwt_issuer_format), else the signer's."""
         now_i = int(time.time() if now is None else now)
         added = json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else ""
-        key = (sid, audience, user, email, name, groups, added)
+        iss = issuer or self.issuer
+        key = (sid, audience, user, email, name, groups, added, iss)
         cached = self._cache.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
             _LOOKUPS.hit()
@@ -115,7 +118,7 @@ class AssertionSigner:
         token = self.sign(
             {
                 **(extra or {}),
-                "iss": self.issuer,
+                "iss": iss,
                 "aud": audience,
                 "iat": now_i,
                 "nbf": now_i,

@@ -200,6 +200,7 @@ async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -
         state.sessions.cookie_value(session, state.cfg.authenticate_netloc),
         max_age=state.session_lifetime_s,
         secure=state.secure,
+        **state.session_cookie_flags,
     )
     answer = hand_off(state, login.request, session)
     return Respond(status=answer.status, headers=answer.headers, cookies=(authn_cookie,))

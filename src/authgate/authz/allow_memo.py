@@ -108,6 +108,8 @@ class AllowMemo:
         plans = {}
         for route_id, route in cfg.routes_by_id.items():
             plan = plan_for(route.policy)
+            if plan is not None and route.route.cors_allow_preflight:
+                plan = replace(plan, cors=True)  # a preflight passes without a session
             if plan is not None:
                 # With client certificates, every answer is for one certificate (or none).
                 mtls = cfg.settings.downstream_mtls is not None

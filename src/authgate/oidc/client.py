@@ -367,6 +367,7 @@ class OidcClient:
             access_expires_at=(
                 time.time() + float(expires_in) if isinstance(expires_in, int | float) else 0.0
             ),
+            id_token=str(token.get("id_token") or (previous.id_token if previous else "")),
         )
 
     async def _with_userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:

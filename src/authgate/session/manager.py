@@ -74,6 +74,7 @@ class SessionManager:
         refresher: Refresher | None = None,
         cache_size: int = 10_000,
         on_change: Callable[[str], None] | None = None,
+        keep_tokens: bool = False,
     ) -> None:
         self.store = store
         self.refs = ReferenceCodec(master)
@@ -87,6 +88,7 @@ class SessionManager:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_size = cache_size
         self._on_change = on_change  # told the sid of every session that changed (memo)
+        self.keep_tokens = keep_tokens  # the IdP tokens in cached sessions (else not kept)
         self._cursor: str | None = None
         self._fed_at = 0.0  # monotonic time of the last successful poll
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,6 +116,7 @@ class SessionManager:
             identity=identity,
             issued_at=int(now),
             expires_at=int(now) + lifetime_s,
+            tokens=tokens.for_headers() if self.keep_tokens else {},
         )
         record = SessionRecord(
             sid=session.sid,
@@ -247,6 +250,7 @@ class SessionManager:
                 identity=data.identity,
                 issued_at=int(record.created_at),
                 expires_at=int(record.expires_at),
+                tokens=data.tokens.for_headers() if self.keep_tokens else {},
             )
             cached = _Cached(
                 session,
