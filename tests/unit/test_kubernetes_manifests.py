@@ -669,4 +669,11 @@ def test_readme_and_secret_example_create_the_same_keys() -> None:
                if w.startswith("--from-literal=")}
     assert created == set(example["stringData"]), created ^ set(example["stringData"])
     assert words[:5] == ["kubectl", "create", "secret", "generic", example["metadata"]["name"]]
+    readme = (REPO_ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    assert f"create secret generic {example['metadata']['name']}" in readme
+    for key in example["stringData"]:
+        assert f"--from-literal={key}=" in readme, f"deploy/README.md does not create {key}"
+    redis_url = urlsplit(example["stringData"]["DATABROKER_STORAGE_CONNECTION_STRING"]
+                         .removeprefix("REPLACE: "))
+    assert f"@{redis_url.hostname}:{redis_url.port}/0" in readme
 
