@@ -74,7 +74,7 @@ def static_cluster(cluster: dict[str, Any], ports: list[int]) -> None:
 
 
 def write_envoy_config(path: Path, pki: TestPKI, *, https: int, ops: int, admin: int,
-                       authz: list[int], app: int) -> dict[str, Any]:
+                       authz: list[int], app: int, health_checks: bool = True) -> dict[str, Any]:
     assert IN_POD_CERT in ENVOY_YAML and IN_POD_KEY in ENVOY_YAML
     doc: dict[str, Any] = yaml.safe_load(
         ENVOY_YAML.replace(IN_POD_CERT, str(pki.cert_file)).replace(IN_POD_KEY, str(pki.key_file))
@@ -85,6 +85,8 @@ def write_envoy_config(path: Path, pki: TestPKI, *, https: int, ops: int, admin:
     listeners["ops"]["address"]["socket_address"]["port_value"] = ops
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
     static_cluster(clusters["authgate_authz"], authz)
+    if not health_checks:
+        del clusters["authgate_authz"]["health_checks"]
     static_cluster(clusters["app"], [app])
     static_cluster(clusters["envoy_admin"], [admin])
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -130,14 +132,14 @@ def test_envoy_validate_refuses_a_broken_configmap(tmp_path: Path) -> None:
 
 @dataclass
 class K8sStack:
+    work: Path
     pki: TestPKI
     https: int
     ops: int
-    admin: int
     app: SampleUpstream
+    grpc: list[int]
     metrics: list[int]
     replicas: list[subprocess.Popen[bytes]]
-    envoy: subprocess.Popen[bytes]
     log: Path
 
     def url(self, host: str, path: str = "/") -> str:
@@ -167,6 +169,26 @@ def _wait(what: str, ok: Any, procs: list[subprocess.Popen[bytes]], log: Path) -
             raise RuntimeError(f"{what}: not ready in {STARTUP_S} s:\n"
                                f"{log.read_text(errors='replace')}")
         time.sleep(0.2)
+
+
+def start_envoy(config: Path, ops: int, log: Path,
+                others: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Envoy on `config`, once the readiness probe of envoy.yaml (the ops listener's /ready)
+    answers 200."""
+    with open(log, "ab") as out:
+        envoy = subprocess.Popen(
+            [envoy_binary(), "-c", str(config), "--base-id", str(unique_base_id()),
+             "--disable-hot-restart", "-l", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    try:
+        _wait("envoy /ready",
+              lambda: httpx.get(f"http://127.0.0.1:{ops}/ready").status_code == 200,
+              [*others, envoy], log)
+    except BaseException:
+        _stop([envoy])
+        raise
+    return envoy
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -242,17 +264,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sStack]:
             envoy_path = work / "envoy.yaml"
             write_envoy_config(envoy_path, pki, https=https, ops=ops, admin=admin, authz=grpc,
                                app=app.port)
-            envoy = subprocess.Popen(
-                [envoy_binary(), "-c", str(envoy_path), "--base-id", str(unique_base_id()),
-                 "--disable-hot-restart", "-l", "warning"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-            procs.append(envoy)
-            # The readiness probe of envoy.yaml, through the ops listener.
-            _wait("envoy /ready",
-                  lambda: httpx.get(f"http://127.0.0.1:{ops}/ready").status_code == 200,
-                  procs, log)
-            yield K8sStack(pki, https, ops, admin, app, metrics, procs[:REPLICAS], envoy, log)
+            procs.append(start_envoy(envoy_path, ops, log, procs))
+            yield K8sStack(work, pki, https, ops, app, grpc, metrics, procs[:REPLICAS], log)
         finally:
             _stop(procs)
             app.stop()
@@ -314,6 +327,30 @@ def test_forged_identity_headers_do_not_reach_the_app(stack: K8sStack) -> None:
                             headers={ASSERTION: "forged", "x-pomerium-claim-email": "a@b.c"})
         assert answer.status_code == 302  # to sign in
         assert stack.app.requests.snapshot() == []
+
+
+def test_a_vanished_replica_costs_no_request(stack: K8sStack) -> None:
+    """A pod that went away (scale-down, rollout, a node lost) while Envoy still has its
+    address: the Check is retried on another pod. A second Envoy on the same file, one authz
+    address with nothing behind it, and its health checks off so that only the retry policy
+    keeps that address's share of the requests from failing."""
+    https, ops, admin, gone = free_port(), free_port(), free_port(), free_port()
+    config = stack.work / "envoy-vanished.yaml"
+    doc = write_envoy_config(config, stack.pki, https=https, ops=ops, admin=admin,
+                             authz=[gone, stack.grpc[0]], app=stack.app.port or 0,
+                             health_checks=False)
+    assert "retry_policy" in yaml.safe_dump(doc)
+    envoy = start_envoy(config, ops, stack.log, stack.replicas)
+    try:
+        # The JWKS: answered by authz itself on the app's host, no session needed. The Host
+        # of the stack's port: the route's host.
+        url = f"https://{APP_HOST}:{https}/.well-known/pomerium/jwks.json"
+        host = {"host": f"{APP_HOST}:{stack.https}"}
+        with map_hosts({APP_HOST: "127.0.0.1"}), stack.client() as client:
+            statuses = [client.get(url, headers=host).status_code for _ in range(8)]
+        assert statuses == [200] * 8, statuses
+    finally:
+        _stop([envoy])
 
 
 def test_no_authz_replica_means_503_never_the_app(stack: K8sStack) -> None:

@@ -299,6 +299,8 @@ def check_envoy(m: Manifests) -> None:
     assert settings["failure_mode_allow"] is False
     assert settings["status_on_error"] == {"code": 503}
     assert "allowed_headers" not in settings
+    retry = settings["grpc_service"].get("retry_policy", {})
+    assert "connect-failure" in retry.get("retry_on", ""), "a pod that went away: retry elsewhere"
     assert https["http_filters"][-1]["name"] == "envoy.filters.http.router"
 
     # The app: the route's upstream; TLS from the mounted Secret.
@@ -399,6 +401,12 @@ def check_pods_are_locked_down(m: Manifests) -> None:
             assert sc["allowPrivilegeEscalation"] is False, f"{name}/{cname}"
             assert sc["capabilities"]["drop"] == ["ALL"], f"{name}/{cname}"
             assert "memory" in c["resources"]["limits"], f"{name}/{cname}"
+        if d["spec"]["replicas"] >= 2:  # served by several pods: stop one without errors
+            (container,) = containers(d).values()
+            sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+            assert sleep[0] == "sleep" and int(sleep[1]) >= 5, f"{name}: preStop {sleep}"
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            assert grace >= int(sleep[1]) + 10, f"{name}: no time left to finish after preStop"
 
 
 def check_scaling(m: Manifests) -> None:
@@ -579,6 +587,11 @@ AUTHZ_POD = [AUTHZ_DEPLOYMENT, "spec", "template", "spec"]
                      lambda m: _edit_envoy(m, lambda c: _clusters(c)["authgate_authz"].pop(
                          "health_checks")), id="no-grpc-health-checks"),
         pytest.param(check_envoy,
+                     lambda m: _edit_envoy(m, lambda c: c["static_resources"]["listeners"][0][
+                         "filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0][
+                         "typed_config"]["grpc_service"].pop("retry_policy")),
+                     id="no-retry-on-another-pod"),
+        pytest.param(check_envoy,
                      lambda m: _edit_envoy(m, lambda c: c["static_resources"]["listeners"][1][
                          "filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
                          "virtual_hosts"][0]["routes"][0]["match"].pop("headers")),
@@ -603,6 +616,9 @@ AUTHZ_POD = [AUTHZ_DEPLOYMENT, "spec", "template", "spec"]
         pytest.param(check_pods_are_locked_down,
                      _set([*AUTHZ_POD, "containers", 0, "securityContext",
                            "readOnlyRootFilesystem"], False), id="writable-root"),
+        pytest.param(check_pods_are_locked_down,
+                     _set([*AUTHZ_POD, "terminationGracePeriodSeconds"], 5),
+                     id="grace-shorter-than-prestop"),
         pytest.param(check_scaling,
                      _set([*AUTHZ_POD, "containers", 0, "resources", "requests"],
                           {"memory": "1Gi"}),
