@@ -4,15 +4,18 @@ Every manifest is checked against the Kubernetes JSON schemas offline (kubernete
 strict: an unknown field fails) for the oldest and the newest Kubernetes version we claim.
 Then what the schemas cannot see: selectors that match the pods, Service and probe ports that
 exist, probes on the port of `metrics_address`, NetworkPolicies that let only Envoy reach authz
-and the app, the Secret keys the pods read, and authgate's own loader on the ConfigMap's
-config. Each check is a function that raises AssertionError; the `_catches_` tests break a
-copy of the manifests and show the check fails. The real `envoy --mode validate` on the Envoy
-ConfigMap: tests/integration/test_kubernetes_envoy.py.
+and the app, the Secret keys the pods read, authgate's own loader on the ConfigMap's config,
+and kubectl's kustomize building the directory. Each check is a function that raises
+AssertionError; the `test_check_catches` cases break a copy of the manifests and show the
+check fails. The real Envoy on the Envoy ConfigMap: tests/integration/test_kubernetes_envoy.py.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -511,6 +514,29 @@ def test_kustomization_lists_every_manifest() -> None:
     assert "namespace" not in kustomization, "namespace-agnostic: `kubectl apply -k ... -n NS`"
     for (_, name), doc in load_manifests().items():
         assert "namespace" not in doc["metadata"], f"{name} pins a namespace"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_exactly_these_manifests(tmp_path: Path) -> None:
+    """`kubectl apply -k` applies what these tests check, nothing more or changed (kubectl's
+    own kustomize, offline). A namespace given at build time lands on every object."""
+    built = subprocess.run(["kubectl", "kustomize", str(K8S_DIR)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert {(d["kind"], d["metadata"]["name"]): d for d in docs} == load_manifests()
+    # The same directory with `namespace:` set, as a user's overlay would.
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "namespace": "gate", "resources": [os.path.relpath(K8S_DIR, overlay)],
+    }))
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert {d["metadata"]["namespace"] for d in docs} == {"gate"}
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
