@@ -434,6 +434,8 @@ def check_secrets(m: Manifests) -> None:
     refs = secret_refs(m)
     assert {name for name, _ in refs} == {example["metadata"]["name"]}
     assert {key for _, key in refs} == set(example["stringData"])
+    authz_pods = deployment_for(m, AUTHZ)["spec"]["template"]["spec"]
+    assert authz_pods["enableServiceLinks"] is False, "Service variables would reach the config"
     authz = containers(deployment_for(m, AUTHZ))["authz"]
     assert "envFrom" not in authz
     for env in authz["env"]:
@@ -657,6 +659,8 @@ AUTHZ_POD = [AUTHZ_DEPLOYMENT, "spec", "template", "spec"]
                            "key"], "COOKIE"), id="secret-key-not-in-the-example"),
         pytest.param(check_secrets,
                      lambda m: _edit_config(m, "cookie_secret", "x"), id="secret-in-configmap"),
+        pytest.param(check_secrets, _set([*AUTHZ_POD, "enableServiceLinks"], True),
+                     id="service-links-into-the-config"),
     ],
 )
 def test_check_catches(
