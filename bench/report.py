@@ -191,7 +191,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     med = list(results["medians"].values())
     labels = [_label(m) for m in med]
-    colors = {1: "#4c72b0", 2: "#8c8c8c", 3: "#dd8452", 4: "#55a868", 5: "#8172b3"}
+    colors = {1: "#4c72b0", 2: "#8c8c8c", 3: "#dd8452", 4: "#55a868", 5: "#8172b3",
+              6: "#b0b0b0", 7: "#c44e52"}
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2))
     xs = range(len(med))
 
@@ -231,7 +232,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     legend = "   ".join(f"{k}: {v}" for k, v in {
         1: "Envoy alone", 2: "no-op grpc.aio", 3: "authgate, authenticated",
-        4: "authgate, public", 5: "Envoy jwt_authn"}.items())
+        4: "authgate, public", 5: "Envoy jwt_authn", 6: "no-op, no protobuf",
+        7: "authgate fast lane"}.items())
     fig.suptitle(f"authgate benchmark {results['date']}  —  {legend}   (×N: authz processes)",
                  fontsize=10)
     fig.tight_layout()

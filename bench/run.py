@@ -40,9 +40,10 @@ REPO = stacks.BENCH_DIR.parent
 @dataclass(frozen=True)
 class Variant:
     key: str  # "3w1"
-    config: int  # 1..5
+    config: int  # 1..7
     workers: int  # authz processes (0: none)
-    stack: str  # which stack serves it: "envoy", "noop", "authgate", "jwt"
+    stack: str  # which stack serves it: "envoy", "noop", "noop-raw", "authgate", "jwt",
+    # "fastlane"
     title: str
 
     @property
@@ -56,6 +57,8 @@ CONFIG_TITLES = {
     3: "Envoy + authgate, authenticated route",
     4: "Envoy + authgate, public route",
     5: "Envoy jwt_authn (ES256, native C++)",
+    6: "Envoy + no-op grpc.aio ext_authz, no protobuf parsing",
+    7: "Envoy + authgate fast lane, authenticated route, repeat requests",
 }
 
 
@@ -67,6 +70,8 @@ def variants(worker_counts: list[int]) -> list[Variant]:
         Variant("3w1", 3, 1, "authgate", CONFIG_TITLES[3]),
         Variant("4w1", 4, 1, "authgate", CONFIG_TITLES[4]),
         Variant("5", 5, 0, "jwt", CONFIG_TITLES[5]),
+        Variant("6w1", 6, 1, "noop-raw", CONFIG_TITLES[6]),
+        Variant("7w1", 7, 1, "fastlane", CONFIG_TITLES[7]),
     ]
     for n in worker_counts:
         if n == 1:
@@ -107,7 +112,19 @@ def client_for(stack: stacks.Stack, variant: Variant, bearer: str) -> Client:
                **stacks.SPOOFED_HEADERS}
     if variant.config == 5:
         headers["Authorization"] = f"Bearer {bearer}"
+    if variant.config == 7:
+        headers["Cookie"] += f"; {fast_lane_pass(stack, headers)}"
     return Client(f"http://127.0.0.1:{port}/", headers, cookie)
+
+
+def fast_lane_pass(stack: stacks.Stack, headers: dict[str, str]) -> str:
+    """`name=value` of the pass authz sets on a signed-in request (one Check)."""
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        answer = http.get(f"http://127.0.0.1:{stack.port}/__bench/echo", headers=headers)
+    for value in answer.headers.get_list("set-cookie"):
+        if "_fl_" in value.partition("=")[0]:
+            return value.partition(";")[0]
+    raise RuntimeError(f"config 7: no fast-lane pass was set ({answer.status_code})")
 
 
 # ---------------------------------------------------------------------------- sanity checks
@@ -132,7 +149,15 @@ def verify(stack: stacks.Stack, variant: Variant, client: Client) -> None:
     if answer.status_code != 200:
         fail(f"status {answer.status_code}: {answer.text[:300]}")
     seen = _fields(answer.text)
-    if variant.config == 3:
+    checks_before = envoy_authz_checks(stack) if variant.config == 7 else 0
+    if variant.config == 7:
+        answer = _echo(client)
+        seen = _fields(answer.text)
+        if envoy_authz_checks(stack) != checks_before:
+            fail("a request with a valid pass still went to authz")
+        if "_fl_" in seen.get("cookie", ""):
+            fail("the pass reached the upstream")
+    if variant.config in (3, 7):
         try:
             claims = jwt.decode(
                 seen.get("assertion", ""), stack.cfg.signing_key.public_key(),
@@ -360,7 +385,7 @@ def medians(runs: list[dict[str, Any]], todo: list[Variant]) -> dict[str, dict[s
         m["pct_of_1"] = 100 * m["sat_rps"] / base["sat_rps"] if base else None
         floor = out.get(f"2w{m['workers']}")
         m["pct_of_2"] = (100 * m["sat_rps"] / floor["sat_rps"]
-                         if floor and m["config"] in (3, 4) else None)
+                         if floor and m["config"] in (3, 4, 6, 7) else None)
         m["added_p99_ms"] = (m["rate_p99_ms"] - base["rate_p99_ms"]
                              if base and key != "1" else None)
     return out
@@ -390,6 +415,13 @@ def targets(med: dict[str, dict[str, Any]], sessions: dict[str, Any] | None,
     add(f"p99 added over (1) at {rate:g} req/s, authenticated route",
         three["added_p99_ms"] if three else None, 1.0, "ms", False,
         two["added_p99_ms"] if two else None)
+    lane, five = med.get("7w1"), med.get("5")
+    add("(7) fast lane throughput / (2) no-op floor, 1 worker",
+        lane["pct_of_2"] if lane else None, 200, "%", True)
+    add("(7) fast lane throughput / (5) Envoy jwt_authn",
+        100 * lane["sat_rps"] / five["sat_rps"] if lane and five else None, 80, "%", True)
+    add("authz CPU per request, fast lane, at saturation",
+        lane["sat_authz_cpu_us"] if lane else None, 5, "µs", False)
     if sessions:
         add(f"authz RSS per worker after {sessions['distinct_sessions']:,} distinct sessions",
             sessions["rss_mb_after_max"], 150, "MB", False)

@@ -52,6 +52,11 @@ USER_CLAIMS = {
     "groups": ["devs", "ops"],
 }
 # Several criteria, all evaluated for an allowed request (an `and`).
+# The fast-lane stack (config 7): a pass outlives a whole measurement (10 min, the most the
+# config allows; a session's refresh also ends a pass, hence the hour).
+FAST_LANE_KEYS: dict[str, Any] = {
+    "fast_lane": True, "fast_lane_ttl": "10m", "session_refresh_interval": "1h",
+}
 APP_POLICY = [
     {
         "allow": {
@@ -258,7 +263,8 @@ class BenchConfig:
     # The session store keys (databroker_storage_*); empty: the embedded store.
     session_store: dict[str, str] = field(default_factory=dict)
 
-    def write(self, port: int) -> tuple[Path, RuntimeConfig]:
+    def write(self, port: int, extra: dict[str, Any] | None = None) -> tuple[Path, RuntimeConfig]:
+        """`extra`: more top-level keys (the fast-lane stack's)."""
         path = self.workdir / f"config-{port}.yaml"
         doc = {
             "address": f"127.0.0.1:{port}",
@@ -270,6 +276,7 @@ class BenchConfig:
             "cookie_secret": self.cookie_secret,
             "signing_key": self.signing_key,
             **self.session_store,
+            **(extra or {}),
             "routes": [
                 {
                     "id": "app",
@@ -434,13 +441,15 @@ def start_workers(procs: Processes, kind: str, count: int, config: Path, workdir
     for i in range(count):
         sock, ready = workdir / f"authz-{i}.sock", workdir / f"authz-{i}.ready"
         ready.unlink(missing_ok=True)
-        if kind == "authgate":
+        if kind in ("authgate", "fastlane"):
             cmd = [sys.executable, "-m", "authgate", "authz", "-c", str(config),
                    "--listen", f"unix:{sock}", "--ready-file", str(ready),
                    "--shared-dir", str(shared_dir(workdir))]
         else:
             cmd = [sys.executable, str(BENCH_DIR / "noop_authz.py"),
                    "--listen", f"unix:{sock}", "--ready-file", str(ready)]
+            if kind == "noop-raw":
+                cmd.append("--raw")
         workers.append(procs.start(cmd, workdir / f"worker-{i}.log", env=env))
         endpoints.append(f"unix:{sock}")
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
@@ -455,14 +464,15 @@ def start_workers(procs: Processes, kind: str, count: int, config: Path, workdir
 
 def start_stack(procs: Processes, base: BenchConfig, name: str, kind: str, workers: int,
                 jwks: dict[str, Any] | None = None) -> Stack:
-    """kind: "envoy" (no authz), "noop", "authgate", "jwt" (Envoy jwt_authn)."""
+    """kind: "envoy" (no authz), "noop", "noop-raw" (no protobuf), "authgate", "fastlane"
+    (authgate with `fast_lane: true`), "jwt" (Envoy jwt_authn)."""
     port = free_port()
     workdir = base.workdir / f"{name}-{port}"
     workdir.mkdir(parents=True)
-    config, cfg = base.write(port)
+    config, cfg = base.write(port, FAST_LANE_KEYS if kind == "fastlane" else None)
     procs_started: list[subprocess.Popen[bytes]] = []
     endpoints = ["unix:/nonexistent/authz.sock"]
-    if kind in ("noop", "authgate"):
+    if kind in ("noop", "noop-raw", "authgate", "fastlane"):
         procs_started, endpoints = start_workers(procs, kind, workers, config, workdir)
     doc = build_bootstrap(cfg, endpoints, admin_address=f"unix:{workdir / 'admin.sock'}")
     if kind == "envoy":

@@ -495,6 +495,10 @@ def _groups_claim_findings(
     rules = [*allows, *denies]
     if not rules or any("group" in scope.lower() for scope in settings.idp_scopes):
         return []
+    if settings.idp_provider == "gitlab" or (
+        settings.idp_provider == "github" and "read:org" in settings.idp_scopes
+    ):
+        return []  # groups come without a `groups` scope (GitLab's userinfo, GitHub's teams)
     named = ", ".join(rules[:3]) + (f" and {len(rules) - 3} more" if len(rules) > 3 else "")
     effects = []
     if allows:
@@ -776,6 +780,17 @@ def _is_loopback(host: str) -> bool:
 
 
 def _server_findings(settings: Settings) -> list[Finding]:
+    if settings.insecure_server and settings.tls and not _is_loopback(settings.listen_host):
+        return [
+            Finding(
+                "info", "insecure_server",
+                f"plain HTTP on {settings.address} behind a TLS-terminating balancer (https "
+                "routes): session cookies and assertions cross the balancer-to-authgate hop "
+                "unencrypted",
+                "keep that hop on a network only the balancer reaches, and set "
+                "xff_num_trusted_hops so source_ip sees clients, not the balancer",
+            )
+        ]
     if settings.insecure_server and not _is_loopback(settings.listen_host):
         return [
             Finding(

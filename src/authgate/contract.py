@@ -45,7 +45,11 @@ STRIP_COOKIES_HEADER = "x-pomerium-authgate-strip-cookies"
 # Client-sent forwarding headers the upstream must not trust (Jenkins builds URLs from
 # X-Forwarded-Host). Envoy itself sets X-Forwarded-For/-Proto (use_remote_address). The
 # generated Envoy removes these; behind another Envoy, authz's OK answer does.
+# The client address Envoy computed behind balancers (xff_num_trusted_hops): the generated
+# Envoy writes it over any client value, authz reads it, the app never gets it.
+CLIENT_ADDRESS_HEADER = "x-authgate-client-address"
 UNTRUSTED_FORWARDING_HEADERS = (
+    CLIENT_ADDRESS_HEADER,
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-prefix",

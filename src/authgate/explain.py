@@ -142,7 +142,7 @@ def explain_request(
     )
     why = policy.explain(inp)
     if why.allowed:
-        response = f"forwarded to {', '.join(route.to)}"
+        response = f"forwarded to {route.destination}"
     elif identity is None:
         response = "302 to sign in (browsers), 401 (API clients)"
     else:

@@ -141,7 +141,7 @@ def run(
         for route in cfg.routes:
             _say(
                 f"serving {route.origin}{route.route.prefix or route.route.path or '/'} -> "
-                f"{', '.join(route.route.to)}"
+                f"{route.route.destination}"
             )
         _say(
             f"sign-in at {cfg.authenticate_origin} (listening on {cfg.settings.address}); "

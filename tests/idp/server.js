@@ -14,6 +14,8 @@
 //                without a "groups" key gets no groups claim at all. `login` (default:
 //                the email) is what is typed in the form's email field, for users whose
 //                email is too odd to type (whitespace, look-alike characters).
+//                `groups_overage: true` replaces the groups claim by Azure's group-overage
+//                pointer (`_claim_names.groups` + `_claim_sources`, OIDC distributed claims).
 //   IDP_TEST_CONTROL  "1" enables the test-only control endpoints below; off by default
 //                (they answer 404), and without it the IdP behaves exactly as described here.
 //
@@ -366,7 +368,12 @@ const configuration = {
           preferred_username: user.preferred_username ?? String(user.email).split('@')[0],
         };
         if (user.name !== undefined) claims.name = user.name;
-        if (user.groups !== undefined) claims.groups = user.groups;
+        if (user.groups_overage) {
+          // Azure's "group overage": too many groups, so a pointer to Graph (OIDC distributed
+          // claims) replaces the list.
+          claims._claim_names = { groups: 'src1' };
+          claims._claim_sources = { src1: { endpoint: `https://graph.microsoft.com/v1.0/users/${sub}/getMemberObjects` } };
+        } else if (user.groups !== undefined) claims.groups = user.groups;
         return claims;
       },
     };

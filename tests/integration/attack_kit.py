@@ -38,7 +38,7 @@ from authgate.session.manager import SessionManager
 from authgate.session.record import IdpTokens
 from authgate.session.reference import ReferenceCodec, SessionRef
 from authgate.session.store import SqliteStore
-from tests.support.byo_stack import ByoStack, stack_class
+from tests.support.byo_stack import ByoStack, config_for_mode, stack_class
 from tests.support.certs import TestPKI, make_pki
 from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
@@ -492,7 +492,7 @@ def start_hostile(workdir: Path, mode: str = "generated") -> Iterator[HostileSta
     )
     with idp, upstream:
         assert upstream.port is not None
-        config = hostile_config(port, pki, idp, upstream.port, secret)
+        config = config_for_mode(hostile_config(port, pki, idp, upstream.port, secret), mode)
         with stack_class(mode)(workdir / "stack", config, workers=2, ca_file=pki.ca_file) as stack:
             mint = mint_for(config, store_path(stack))
             yield HostileStack(port, pki, idp, upstream, stack, mint, mode)

@@ -26,7 +26,13 @@ import httpx
 import pytest
 
 from authgate.config.runtime import generate_signing_key_b64
-from tests.support.byo_stack import STACK_MODES, ByoStack, stack_class
+from tests.support.byo_stack import (
+    FAST_LANE_MODE,
+    STACK_MODES,
+    ByoStack,
+    config_for_mode,
+    stack_class,
+)
 from tests.support.certs import TestPKI, make_pki
 from tests.support.idp import TestIdP, authgate_client
 from tests.support.idp_login import is_idp_login_page, submit_idp_login
@@ -51,10 +57,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip (before any fixture starts a stack) the tests marked for the other mode."""
+    """Skip (before any fixture starts a stack) the tests marked for the other mode; the
+    fast-lane mode runs the attack suite only (its own tests are in test_fast_lane.py)."""
+    fast_lane_elsewhere = [item for item in items if _fast_lane_outside_attacks(item)]
+    if fast_lane_elsewhere:
+        config.hook.pytest_deselected(items=fast_lane_elsewhere)
+        items[:] = [item for item in items if not _fast_lane_outside_attacks(item)]
     for item in items:
         callspec = getattr(item, "callspec", None)
         mode = callspec.params.get("stack_mode") if callspec is not None else None
+        if mode == FAST_LANE_MODE:
+            mode = "generated"  # the generated bootstrap, with the fast lane on
         for marker, other in (("generated_only", "byo"), ("byo_only", "generated")):
             mark = item.get_closest_marker(marker)
             if mark is not None and mode == other:
@@ -62,9 +75,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"{marker.replace('_', ' ')}: {why}"))
 
 
-@pytest.fixture(scope="session", params=STACK_MODES)
+def _fast_lane_outside_attacks(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    mode = callspec.params.get("stack_mode") if callspec is not None else None
+    return mode == FAST_LANE_MODE and not item.path.name.startswith("test_attack_")
+
+
+@pytest.fixture(scope="session", params=(*STACK_MODES, FAST_LANE_MODE))
 def stack_mode(request: pytest.FixtureRequest) -> str:
-    """`generated` or `byo`: which stack `env`, `fresh_env` and `hostile_stack` start."""
+    """`generated` or `byo`: which stack `env`, `fresh_env` and `hostile_stack` start;
+    `fast-lane` (attack modules only): `generated` with `fast_lane: true`."""
     return str(request.param)
 
 
@@ -167,7 +187,9 @@ def start_env(workdir: Path, workers: int = 1, mode: str = "generated") -> Itera
         status = SampleUpstream(tcp_port=0)
         with jenkins, other, status:
             assert other.port is not None and status.port is not None
-            config = stack_config(port, pki, idp, sock, other.port, status.port)
+            config = config_for_mode(
+                stack_config(port, pki, idp, sock, other.port, status.port), mode
+            )
             with stack_class(mode)(
                 workdir / "stack", config, workers=workers, ca_file=pki.ca_file
             ) as stack:

@@ -42,6 +42,9 @@ TEMPLATE = Path(__file__).with_name("byo_envoy.yaml")
 # The two ways to sit beside Envoy (DESIGN.md): `authgate run`, or `authgate authz` behind
 # an Envoy someone wrote. The integration fixtures run their tests against both.
 STACK_MODES = ("generated", "byo")
+# The attack suite's third run: the generated stack with the fast lane on (README, "The fast
+# lane"); tests/integration/conftest.py keeps it to the attack modules.
+FAST_LANE_MODE = "fast-lane"
 AUTHZ_CLUSTER = "authgate_authz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 HCM_TYPE = (
@@ -435,6 +438,11 @@ class ByoStack:
 
 def stack_class(mode: str) -> type[AuthgateStack] | type[ByoStack]:
     """The stack a test fixture starts for `mode` (one of STACK_MODES)."""
-    if mode not in STACK_MODES:
+    if mode not in (*STACK_MODES, FAST_LANE_MODE):
         raise ValueError(f"unknown stack mode {mode!r}")
     return ByoStack if mode == "byo" else AuthgateStack
+
+
+def config_for_mode(config: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The stack's config in `mode`: the fast-lane run turns the fast lane on everywhere."""
+    return {**config, "fast_lane": True} if mode == FAST_LANE_MODE else config

@@ -37,8 +37,11 @@ class AuthgateStack:
         *,
         workers: int = 1,
         ca_file: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
+        """`client_cert`: (cert, key) the readiness check presents (downstream mTLS)."""
         self.workdir = workdir
+        self.client_cert = client_cert
         self.config = config
         self.workers = workers
         self.ca_file = ca_file
@@ -74,14 +77,14 @@ class AuthgateStack:
         )
         url = f"{self.authenticate_url}/.well-known/pomerium/jwks.json"
         deadline = time.monotonic() + timeout
+        verify: ssl.SSLContext | bool = True
+        if self.ca_file:
+            verify = ssl.create_default_context(cafile=str(self.ca_file))
+            if self.client_cert:
+                verify.load_cert_chain(str(self.client_cert[0]), str(self.client_cert[1]))
         with (
             map_hosts({"*.test": "127.0.0.1"}),
-            httpx.Client(
-                verify=ssl.create_default_context(cafile=str(self.ca_file))
-                if self.ca_file
-                else True,
-                timeout=2,
-            ) as client,
+            httpx.Client(verify=verify, timeout=2) as client,
         ):
             while True:
                 if self.proc.poll() is not None:

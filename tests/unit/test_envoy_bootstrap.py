@@ -124,9 +124,10 @@ def test_ext_authz_sees_only_the_headers_it_needs() -> None:
     exact = {p["exact"] for p in patterns if "exact" in p}
     assert exact == {"cookie", "accept", "authorization", "origin", "referer",
                      "sec-fetch-site", "sec-fetch-mode", "user-agent",
-                     "access-control-request-method", "x-request-id"}
+                     "access-control-request-method", "x-request-id",
+                     "x-authgate-client-address"}
     assert {"prefix": "x-pomerium", "ignore_case": True} in patterns
-    assert len(patterns) == 11
+    assert len(patterns) == 12
 
 
 # ---------------------------------------------------------------------------- routes

@@ -670,8 +670,6 @@ def test_doc_time_of_day() -> None:
 @pytest.mark.parametrize(
     "doc",
     [
-        "allow:\n  and:\n    - authenticated_user: true\n    - client_certificate:\n"
-        "        san_email:\n          ends_with: '@yourdomain.com'\n",
         "- allow:\n    or:\n      - device:\n          type: any\n",
         "allow:\n  and:\n    - record:\n        type: pomerium.io/ExternalDataSource\n"
         "        exists: true\n",

@@ -20,7 +20,15 @@ from typing import Any
 
 import jwt
 
-from authgate.oidc.client import IDP_BUDGET_S, GrantRevoked, IdpError, OidcClient, TokenRejected
+from authgate.oidc.client import (
+    GROUP_OVERAGE,
+    IDP_BUDGET_S,
+    GrantRevoked,
+    IdpError,
+    OidcClient,
+    TokenRejected,
+    groups_overage,
+)
 
 MAX_TOKEN_CHARS = 16 * 1024
 # Visible ASCII only: whitespace, control or non-ASCII characters are never in a real token
@@ -210,6 +218,8 @@ class BearerVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidBearer(f"the {what} has no subject")
+        if groups_overage(claims):  # its groups are elsewhere: `groups` deny rules would miss
+            raise InvalidBearer(f"the {what} has no groups list: {GROUP_OVERAGE}")
         return claims
 
     async def _userinfo(self, token: str) -> dict[str, Any] | None:

@@ -35,6 +35,12 @@ class IdTokenRejected(LoginError):
     status = 401
 
 
+class IssuerMismatch(LoginError):
+    """RFC 9207: the authorization response names another issuer, or none when it must."""
+
+    code = "issuer_mismatch"
+
+
 class SignOutRefused(LoginError):
     """A sign-out POST that did not come from our own page."""
 

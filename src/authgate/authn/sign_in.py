@@ -7,11 +7,14 @@ Authenticate host: `sign_in` (hand off, or begin the IdP login) and `oauth_callb
 
 import secrets
 
+import structlog
+
 from authgate.authn.errors import (
     IdpRefused,
     IdpUnavailable,
     IdTokenRejected,
     InvalidToken,
+    IssuerMismatch,
     LoginError,
 )
 from authgate.authn.handoff import hand_off
@@ -28,6 +31,8 @@ from authgate.contract import SIGN_IN_PATH
 from authgate.oidc import GrantRevoked, IdpError, TokenRejected
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
+
+log = structlog.get_logger("authgate.authn")
 
 
 def _nonce_of(state: AuthzState, ctx: RequestContext) -> str:
@@ -153,6 +158,20 @@ async def _complete_login(state: AuthzState, ctx: RequestContext) -> Respond:
         raise
 
 
+async def _check_response_issuer(state: AuthzState, ctx: RequestContext) -> None:
+    """RFC 9207 before the code goes anywhere: a response naming another issuer (an IdP
+    mix-up) is refused and logged."""
+    try:
+        if len(ctx.query.get("iss") or ()) > 1:
+            raise TokenRejected("the authorization response has several `iss`")
+        await state.oidc.check_response_issuer(ctx.param("iss"))
+    except IdpError as exc:
+        raise IdpUnavailable(f"The identity provider is unavailable: {exc}") from None
+    except TokenRejected as exc:
+        log.warning("idp_response_issuer_rejected", reason=str(exc), host=ctx.host)
+        raise IssuerMismatch(f"The sign-in answer was refused: {exc}.") from None
+
+
 async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -> Respond:
     if ctx.param("error"):
         desc = ctx.param("error_description") or ctx.param("error") or ""
@@ -160,6 +179,7 @@ async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -
     code = ctx.param("code")
     if not code:
         raise LoginError("The identity provider sent no authorization code.")
+    await _check_response_issuer(state, ctx)
     try:
         result = await state.oidc.complete_login(code, login.code_verifier, login.nonce)
     except IdpError as exc:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from authgate.authn.errors import ExpiredToken, InvalidToken, SignOutRefused
 from authgate.authn.sign_in import authn_session
 from authgate.authn.tokens import CsrfToken, SignedOutState, SignOutRequest
-from authgate.authz import pages
+from authgate.authz import fast_lane_pass, pages
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Respond
@@ -78,7 +78,10 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
     )
     return pages.redirect(
         f"{state.cfg.authenticate_origin}{SIGN_OUT_PATH}?req={request}",
-        cookies=(clear_cookie(state.session_cookie, secure=state.secure),),
+        cookies=(
+            clear_cookie(state.session_cookie, secure=state.secure),
+            *fast_lane_pass.cleared_on_host(state, route),
+        ),
     )
 
 

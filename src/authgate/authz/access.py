@@ -7,7 +7,7 @@ from urllib.parse import quote
 import structlog
 
 from authgate.authn.sign_in import start_login
-from authgate.authz import pages
+from authgate.authz import fast_lane_pass, pages
 from authgate.authz.app_claims import added_claims
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
@@ -111,6 +111,9 @@ def forward(
             (f"{CLAIM_HEADER_PREFIX}name", _header_value(ident.name)),
             (f"{CLAIM_HEADER_PREFIX}groups", ",".join(g for g in ident.groups if _listable(g))),
         ]
+    minted = fast_lane_pass.mint(state, route, ctx, session, set_headers, until)
+    if minted is not None:
+        until = min(until, minted[1])
     cookie_changes = _without_own_cookies(state, ctx)
     if cookie_changes is not None:
         set_headers += [(k, v) for k, v in cookie_changes if v]
@@ -127,6 +130,7 @@ def forward(
         remove_headers=tuple(remove),
         until=until,
         session_id=session.sid if session is not None else "",
+        response_cookies=(minted[0],) if minted is not None else (),
     )
 
 
@@ -171,6 +175,7 @@ async def check_route(
         source_ip=ctx.source_ip,
         now=state.clock(),
         headers=ctx.headers,
+        client_certificate=ctx.client_certificate,
     )
     if route.policy.allowed(inp):
         return forward(state, route, ctx, session, from_authorization)

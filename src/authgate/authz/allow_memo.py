@@ -14,12 +14,13 @@ header names (up to Envoy's 60 KiB).
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
-from authgate.contract import EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.contract import CLIENT_ADDRESS_HEADER, EXT_KIND, EXT_ROUTE_ID, RouteKind
 from authgate.policy.ppl import (
+    SCOPE_CERTIFICATE,
     SCOPE_CORS,
     SCOPE_INTERNAL,
     SCOPE_NETWORK,
@@ -54,6 +55,7 @@ class KeyPlan:
     request: bool = False  # method and path
     network: bool = False  # client address
     cors: bool = False  # method, Origin and Access-Control-Request-Method values
+    certificate: bool = False  # the client's certificate (downstream mTLS)
 
 
 def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
@@ -65,7 +67,18 @@ def plan_for(policy: CompiledPolicy) -> KeyPlan | None:
         request=bool(scopes & {SCOPE_REQUEST, SCOPE_INTERNAL}),
         network=SCOPE_NETWORK in scopes,
         cors=SCOPE_CORS in scopes,
+        certificate=SCOPE_CERTIFICATE in scopes,
     )
+
+
+def _client_address(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bytes | str:
+    """The address the generated Envoy computed behind balancers (CLIENT_ADDRESS_HEADER)."""
+    if http.HasField("header_map"):
+        for entry in http.header_map.headers:
+            if entry.key == CLIENT_ADDRESS_HEADER:
+                return bytes(entry.raw_value)
+        return b""
+    return str(http.headers.get(CLIENT_ADDRESS_HEADER, ""))
 
 
 class AllowMemo:
@@ -91,7 +104,9 @@ class AllowMemo:
         for route_id, route in cfg.routes_by_id.items():
             plan = plan_for(route.policy)
             if plan is not None:
-                plans[route_id] = plan
+                # With client certificates, every answer is for one certificate (or none).
+                mtls = cfg.settings.downstream_mtls is not None
+                plans[route_id] = replace(plan, certificate=True) if mtls else plan
         return cls(plans, limit, max_bytes)
 
     def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
@@ -128,7 +143,9 @@ class AllowMemo:
         if plan.request:
             key += (http.method, http.path.partition("?")[0])
         if plan.network:
-            key += (attrs.source.address.socket_address.address,)
+            key += (attrs.source.address.socket_address.address, _client_address(http))
+        if plan.certificate:
+            key += (attrs.source.certificate,)
         return key
 
     def get(self, key: Key) -> bytes | None:

@@ -23,6 +23,8 @@ class RequestContext:
     # True behind the Envoy authgate generated (context extensions present): its cookie filter
     # can cut authgate's cookies out of headers a Check answer cannot carry (not UTF-8).
     generated_envoy: bool = True
+    # The client's certificate (PEM) when downstream_mtls asked for one and it verified.
+    client_certificate: str = ""
 
     @cached_property
     def path_only(self) -> str:

@@ -13,6 +13,7 @@ class Allow:
     # re-signing); 0: never reuse it.
     until: float = 0.0
     session_id: str = ""  # the session this answer was built from (a change ends its reuse)
+    response_cookies: tuple[str, ...] = ()  # Set-Cookie values for the client (a fast-lane pass)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,9 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[_header(k, v, _OVERWRITE) for k, v in decision.set_headers],
                 headers_to_remove=list(decision.remove_headers),
+                response_headers_to_add=[
+                    _header("set-cookie", c, _APPEND) for c in decision.response_cookies
+                ],
             ),
         )
     return _denied(decision)

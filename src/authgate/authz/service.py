@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from dataclasses import replace
+from urllib.parse import unquote
 
 import structlog
 
@@ -12,6 +13,8 @@ from authgate.authn.sign_in import error_page
 from authgate.authz import pages
 from authgate.authz.access import check_route
 from authgate.authz.authenticate import handle_authenticate
+from authgate.authz.client_address import with_client_address
+from authgate.authz.client_cert_gate import client_certificate_required
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Decision, Respond
 from authgate.authz.route_endpoints import handle_internal
@@ -64,6 +67,7 @@ def request_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         source_ip=attrs.source.address.socket_address.address,
         cookie_headers=cookie_headers,
         generated_envoy=EXT_ROUTE_ID in ext,
+        client_certificate=unquote(attrs.source.certificate),
     )
 
 
@@ -100,6 +104,7 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
 
 
 async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
+    ctx = with_client_address(state.cfg.settings, ctx)
     if not ctx.generated_envoy:
         selected = _select_route(state, ctx)
         if isinstance(selected, Respond):
@@ -118,7 +123,8 @@ async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
             "unknown_route",
         )
     if ctx.kind == RouteKind.ROUTE:
-        return await check_route(state, route, ctx)
+        refused = client_certificate_required(state.cfg.settings, ctx)
+        return refused if refused is not None else await check_route(state, route, ctx)
     if ctx.kind == RouteKind.INTERNAL:
         return await handle_internal(state, route, ctx)
     return pages.error(

@@ -20,7 +20,9 @@ from authgate.authn.tokens import (
 from authgate.authz.allow_memo import AllowMemo
 from authgate.config import RuntimeConfig
 from authgate.contract import LEGACY_ISSUER
+from authgate.fast_pass import FastLane
 from authgate.oidc import GrantRevoked, OidcClient
+from authgate.oidc.factory import idp_client
 from authgate.session import SealedBox
 from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
 from authgate.session.record import IdpTokens
@@ -94,6 +96,7 @@ class AuthzState:
     own_cookies: frozenset[str] = field(init=False)
     own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
+    fast_lane: FastLane = field(init=False)  # the routes that mint passes, and their key
 
     def __post_init__(self) -> None:
         self.secure = self.cfg.settings.tls
@@ -103,6 +106,7 @@ class AuthzState:
         self.own_cookies = frozenset(self.cfg.own_cookies)
         self.own_cookies_lower = frozenset(name.lower() for name in self.own_cookies)
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
+        self.fast_lane = FastLane(self.cfg)
 
     @classmethod
     def build(
@@ -116,12 +120,14 @@ class AuthzState:
         store goes there unless the config names a place)."""
         key = cfg.cookie_key
         settings = cfg.settings
-        oidc = OidcClient(
+        oidc = idp_client(
+            provider_name=settings.idp_provider,
             provider_url=settings.idp_provider_url,
             client_id=settings.idp_client_id,
             client_secret=cfg.client_secret,
             redirect_uri=f"{cfg.authenticate_origin}/oauth2/callback",
             scopes=list(settings.idp_scopes),
+            request_params=settings.idp_request_params,
         )
         memo = AllowMemo.for_config(cfg)
         sessions = SessionManager(

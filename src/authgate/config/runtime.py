@@ -64,7 +64,10 @@ class RuntimeConfig:
     @property
     def own_cookies(self) -> tuple[str, ...]:
         """Every cookie authgate sets: none of them ever reaches an app."""
-        return (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        from authgate.fast_pass import pass_cookie_names  # it reads this module's types
+
+        own = (self.cookie_name, self.login_cookie_name, self.authn_login_cookie_name)
+        return (*own, *pass_cookie_names(self))
 
     def route_for_origin(self, origin: str) -> RouteRuntime | None:
         parts = urlsplit(origin)
@@ -134,7 +137,12 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
             )
         seen_ids.add(rid)
         if urlsplit(route.from_).scheme != scheme:
-            fix = "use https:// routes with TLS" if settings.tls else "use http:// routes"
+            fix = "use http:// routes"
+            if settings.tls:
+                fix = (
+                    "use https:// routes (authenticate_service_url is https)"
+                    if settings.insecure_server else "use https:// routes with TLS"
+                )
             raise ConfigError(f"routes[{index}].from", f"scheme must be {scheme}", fix)
         policy = compile_route_policy(
             policy=route.policy,

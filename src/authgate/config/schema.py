@@ -5,6 +5,7 @@ Every field error message ends with the fix, so `load_config` can print one line
 
 import base64
 import binascii
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -19,11 +20,22 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from authgate.assertion.keys import split_pem_blocks
 from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
+from authgate.config.tls_schema import (
+    CertificatePair,
+    CodecType,
+    DownstreamMtls,
+    LoadBalancingPolicy,
+    RedirectOption,
+    ResponseOption,
+    check_listener_options,
+    check_route_options,
+)
 from authgate.contract import ASSERTION_CLAIMS, ASSERTION_HEADER
+from authgate.oidc.providers import OIDC_DEFAULT_SCOPES, PROVIDER_NAMES, PROVIDERS, RESERVED_PARAMS
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
-DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+DEFAULT_SCOPES = OIDC_DEFAULT_SCOPES
 BearerTokenFormat = Literal["default", "idp_access_token", "idp_identity_token"]
 
 
@@ -337,7 +349,10 @@ class Route(BaseModel):
     id: str | None = None
     name: str | None = None
     from_: str = Field(alias="from")
-    to: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
+    # Optional with `redirect` or `response` (no upstream then).
+    to: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        default_factory=list
+    )
     # Matching (at most one; none = prefix `/`). Envoy matches, on the normalised path.
     prefix: str | None = None
     path: str | None = None
@@ -371,6 +386,19 @@ class Route(BaseModel):
     tls_skip_verify: bool = False
     tls_server_name: str | None = None
     tls_custom_ca_file: str | None = None
+    # pom-tls: upstream mTLS and inline CA, route actions and the upstream cluster's balancing.
+    tls_custom_ca: str | None = None  # base64 PEM
+    tls_upstream_server_name: str | None = None  # Pomerium's newer name for tls_server_name
+    tls_client_cert: str | None = None  # base64 PEM
+    tls_client_key: str | None = Field(default=None, repr=False)
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+    tls_upstream_allow_renegotiation: bool = False
+    redirect: RedirectOption | None = None
+    response: ResponseOption | None = None
+    load_balancing_policy: LoadBalancingPolicy | None = None
+    health_checks: list[dict[str, Any]] = Field(default_factory=list)
+    outlier_detection: dict[str, Any] | None = None
     show_error_details: bool = False
     # Pomerium's key: how `Authorization: Bearer` is read on this route (None: the global one).
     bearer_token_format: BearerTokenFormat | None = None
@@ -380,6 +408,9 @@ class Route(BaseModel):
     allowed_domains: StrList = Field(default_factory=list)
     allowed_groups: StrList = Field(default_factory=list)
     policy: list[dict[str, Any]] | dict[str, Any] | None = None
+    # authgate's key: Envoy lets a signed-in user's repeat requests through on a short-lived
+    # pass (README, "The fast lane"); None: the global `fast_lane`.
+    fast_lane: bool | None = None
 
     @field_validator("from_")
     @classmethod
@@ -389,8 +420,6 @@ class Route(BaseModel):
     @field_validator("to")
     @classmethod
     def _to_urls(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one upstream URL")
         for item in value:
             Upstream.parse(item)
         return value
@@ -471,7 +500,7 @@ class Route(BaseModel):
                 )
         return value
 
-    @field_validator("tls_server_name")
+    @field_validator("tls_server_name", "tls_upstream_server_name")
     @classmethod
     def _server_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?",
@@ -508,6 +537,7 @@ class Route(BaseModel):
             )
         self._check_rewrites()
         self._check_headers_and_tls()
+        check_route_options(self)
         if self.allow_public_unauthenticated_access and (
             self.policy
             or self.allow_any_authenticated_user
@@ -547,15 +577,17 @@ class Route(BaseModel):
                 "keep one"
             )
         tls_options = [
-            k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file")
+            k for k in ("tls_skip_verify", "tls_server_name", "tls_custom_ca_file",
+                        "tls_custom_ca", "tls_upstream_server_name", "tls_client_cert",
+                        "tls_client_cert_file", "tls_upstream_allow_renegotiation")
             if getattr(self, k)
         ]
-        if tls_options and any(u.scheme != "https" for u in self.upstreams):
+        if tls_options and (not self.to or any(u.scheme != "https" for u in self.upstreams)):
             raise ValueError(
                 f"{tls_options[0]} applies to https:// upstreams only; use https:// in `to` "
                 "or remove it"
             )
-        if self.tls_skip_verify and self.tls_custom_ca_file:
+        if self.tls_skip_verify and (self.tls_custom_ca_file or self.tls_custom_ca):
             raise ValueError(
                 "tls_skip_verify turns off the verification tls_custom_ca_file configures; "
                 "keep only one of them"
@@ -569,6 +601,15 @@ class Route(BaseModel):
         if self.regex is not None:
             return ("regex", self.regex)
         return ("prefix", self.prefix or "/")
+
+    @property
+    def destination(self) -> str:
+        """Where an allowed request goes, for people: the upstreams, or the route's answer."""
+        if self.redirect is not None:
+            return "a redirect"
+        if self.response is not None:
+            return f"a {self.response.status} response"
+        return ", ".join(self.to)
 
     @property
     def upstreams(self) -> list[Upstream]:
@@ -593,6 +634,41 @@ def netloc_of(url: str) -> str:
     return host if port in (None, default) else f"{host}:{port}"
 
 
+def _json_object(value: Any) -> Any:
+    """A mapping, or (from the environment) its JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('is not a mapping; write e.g. {"hd": "example.com"}') from None
+    return value
+
+
+def _with_idp_defaults(data: Any) -> Any:
+    """The named provider's default URL and scopes where the config gives none (as Pomerium)."""
+    if not isinstance(data, dict):
+        return data
+    name = data.get("idp_provider", "oidc")
+    if not isinstance(name, str) or name not in PROVIDERS:
+        raise ValueError(
+            f"idp_provider: {name!r} is not a provider authgate knows; use one of "
+            + ", ".join(PROVIDER_NAMES)
+        )
+    chosen = PROVIDERS[name]
+    data = dict(data)
+    if not data.get("idp_provider_url"):
+        if chosen.default_url is None:
+            raise ValueError(
+                f"idp_provider_url: idp_provider {name} needs it; write your IdP's URL, "
+                f"e.g. {chosen.url_example}"
+            )
+        data["idp_provider_url"] = chosen.default_url
+    scopes = data.get("idp_scopes")
+    if scopes is None or scopes == "" or scopes == []:
+        data["idp_scopes"] = list(chosen.scopes_for(str(data["idp_provider_url"])))
+    return data
+
+
 class Settings(BaseModel):
     """Top-level settings, named as in Pomerium."""
 
@@ -602,9 +678,25 @@ class Settings(BaseModel):
     insecure_server: bool = False
     certificate_file: str | None = None
     certificate_key_file: str | None = None
+    # pom-tls: more ways to give the listener's certificates, client certificates (mTLS),
+    # the CA trusted for https upstreams, running behind a TLS-terminating balancer.
+    certificate: str | None = Field(default=None, repr=False)  # base64 PEM
+    certificate_key: str | None = Field(default=None, repr=False)
+    certificates: list[CertificatePair] = Field(default_factory=list)
+    certificate_authority: str | None = None  # base64 PEM
+    certificate_authority_file: str | None = None
+    downstream_mtls: DownstreamMtls | None = None
+    xff_num_trusted_hops: int = Field(default=0, ge=0, le=16)
+    skip_xff_append: bool = False
+    codec_type: CodecType = "auto"
+    http_redirect_addr: str | None = None
     authenticate_service_url: str
-    idp_provider: Literal["oidc"] = "oidc"
+    # Identity provider (Pomerium's keys); providers.py holds each name's defaults.
+    idp_provider: str = "oidc"
     idp_provider_url: str
+    idp_request_params: Annotated[dict[str, str], BeforeValidator(_json_object)] = Field(
+        default_factory=dict
+    )
     idp_client_id: str = Field(min_length=1)
     # Secrets never appear in a repr (logs, tracebacks, `authgate check`).
     idp_client_secret: str | None = Field(default=None, repr=False)
@@ -632,6 +724,9 @@ class Settings(BaseModel):
     idp_access_token_allowed_audiences: StrList = Field(default_factory=list)
     # Where the programmatic login may send its token besides loopback addresses.
     programmatic_redirect_domain_whitelist: StrList = Field(default_factory=lambda: ["localhost"])
+    # authgate's keys: the fast lane (README, "The fast lane"), off unless turned on.
+    fast_lane: bool = False
+    fast_lane_ttl: Duration = timedelta(seconds=60)
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("address")
@@ -647,10 +742,27 @@ class Settings(BaseModel):
     def _authn_url(cls, value: str) -> str:
         return _check_http_url(value, "authenticate_service_url")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _idp_defaults(cls, data: Any) -> Any:
+        return _with_idp_defaults(data)
+
     @field_validator("idp_provider_url")
     @classmethod
     def _idp_url(cls, value: str) -> str:
         return _check_http_url(value, "idp_provider_url", allow_path=True)
+
+    @field_validator("idp_request_params")
+    @classmethod
+    def _idp_params(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(RESERVED_PARAMS & set(value))
+        if reserved:
+            raise ValueError(
+                f"sets {', '.join(reserved)}, which authgate sets itself; remove "
+                + ("it" if len(reserved) == 1 else "them")
+                + " (scopes go in idp_scopes)"
+            )
+        return value
 
     @field_validator("cookie_secret")
     @classmethod
@@ -684,12 +796,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
-        if not self.insecure_server and not (self.certificate_file and self.certificate_key_file):
-            raise ValueError(
-                "certificate_file and certificate_key_file are required; "
-                "set them, or set insecure_server: true for plain HTTP"
-            )
-        if "openid" not in self.idp_scopes:
+        check_listener_options(self)
+        if PROVIDERS[self.idp_provider].protocol == "oidc" and "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
         if self.databroker_storage_type == "redis":
             url = self.databroker_storage_connection_string or ""
@@ -698,6 +806,9 @@ class Settings(BaseModel):
                     "databroker_storage_connection_string: with databroker_storage_type redis, "
                     "give redis://[:password@]host:port[/db] (or rediss:// for TLS)"
                 )
+        if not 1 <= self.fast_lane_ttl.total_seconds() <= 600:
+            raise ValueError("fast_lane_ttl must be between 1s and 10m (a pass outlives sign-out "
+                             "elsewhere by at most this long); the default is 60s")
         if self.session_refresh_interval.total_seconds() < 1:
             raise ValueError("session_refresh_interval must be at least 1s")
         seen: dict[tuple[str, str, str], int] = {}
@@ -730,6 +841,14 @@ class Settings(BaseModel):
 
     @property
     def tls(self) -> bool:
+        """Browsers reach authgate over https (secure cookies, https URLs): always with a TLS
+        listener, and with insecure_server behind a TLS-terminating balancer when the
+        authenticate_service_url (and so every route) is https."""
+        return not self.insecure_server or urlsplit(self.authenticate_service_url).scheme == "https"
+
+    @property
+    def terminates_tls(self) -> bool:
+        """Envoy's listener speaks TLS itself (insecure_server: plain HTTP)."""
         return not self.insecure_server
 
     @property

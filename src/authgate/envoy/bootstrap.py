@@ -10,7 +10,6 @@ authz server never re-matches URLs. ext_authz fails closed (`failure_mode_allow:
 import ipaddress
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import betterproto2
@@ -45,7 +44,6 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Node,
     Pipe,
     SocketAddress,
-    TransportSocket,
     TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -80,15 +78,6 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManagerUpgradeConfig,
     HttpFilter,
 )
-from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
-    CertificateValidationContext,
-    CommonTlsContext,
-    DownstreamTlsContext,
-    SubjectAltNameMatcher,
-    SubjectAltNameMatcherSanType,
-    TlsCertificate,
-    UpstreamTlsContext,
-)
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions as UpstreamHttpProtocolOptions,
 )
@@ -118,9 +107,10 @@ from envoy_data_plane.xds.type.matcher.v3 import StringMatcher as XdsStringMatch
 
 from authgate.config.runtime import RouteRuntime, RuntimeConfig
 from authgate.config.schema import Route as ConfigRoute
-from authgate.config.schema import Upstream
+from authgate.config.schema import Settings, Upstream
 from authgate.contract import (
     AUTHENTICATE_ROUTE_ID,
+    CLIENT_ADDRESS_HEADER,
     EXT_KIND,
     EXT_ROUTE_ID,
     IDENTITY_PREFIX,
@@ -130,6 +120,16 @@ from authgate.contract import (
     UNTRUSTED_FORWARDING_HEADERS,
     RouteKind,
 )
+from authgate.envoy import fast_lane
+from authgate.envoy.downstream_tls import (
+    apply_listener_options,
+    downstream_tls,
+    forwarded_proto_header,
+    http_redirect_listener,
+)
+from authgate.envoy.route_actions import route_target
+from authgate.envoy.upstream_cluster import apply_balancing, respell_digit_fields, upstream_tls
+from authgate.fast_pass import FastLane
 from authgate.routing import domains_for
 
 AUTHZ_CLUSTER = "authgate_authz"
@@ -152,6 +152,7 @@ AUTHZ_EXACT_HEADERS = (
     "sec-fetch-mode",
     "user-agent",
     "x-request-id",  # Envoy's own (it replaces a client's): shown on error pages, logged
+    CLIENT_ADDRESS_HEADER,  # behind balancers: the client address Envoy computed
 )
 AUTHZ_HEADER_PREFIX = IDENTITY_PREFIX
 UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -222,21 +223,6 @@ def _pack(message: betterproto2.Message) -> AnyProto:
 # ---------------------------------------------------------------------------- listener
 
 
-def _downstream_tls(cert_file: str, key_file: str) -> TransportSocket:
-    context = DownstreamTlsContext(
-        common_tls_context=CommonTlsContext(
-            tls_certificates=[
-                TlsCertificate(
-                    certificate_chain=DataSource(filename=str(Path(cert_file).resolve())),
-                    private_key=DataSource(filename=str(Path(key_file).resolve())),
-                )
-            ],
-            alpn_protocols=["h2", "http/1.1"],
-        )
-    )
-    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
-
-
 def _ext_authz_filter(authz_timeout_s: float) -> HttpFilter:
     allowed = [StringMatcher(exact=name) for name in AUTHZ_EXACT_HEADERS]
     allowed.append(StringMatcher(prefix=AUTHZ_HEADER_PREFIX, ignore_case=True))
@@ -251,6 +237,7 @@ def _ext_authz_filter(authz_timeout_s: float) -> HttpFilter:
         allowed_headers=ListStringMatcher(patterns=allowed),
         # Header bytes as the client sent them, repeated headers apart (Cookie above all).
         encode_raw_headers=True,
+        include_peer_certificate=True,  # the client_certificate criterion (downstream mTLS)
     )
     return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_pack(config))
 
@@ -327,13 +314,18 @@ def _router_filter() -> HttpFilter:
 
 
 def _http_connection_manager(
-    route_config: RouteConfiguration, authz_timeout_s: float, own_cookies: Sequence[str]
+    route_config: RouteConfiguration,
+    authz_timeout_s: float,
+    own_cookies: Sequence[str],
+    lane: FastLane,
+    settings: Settings | None = None,
 ) -> Filter:
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
         codec_type=HttpConnectionManagerCodecType.AUTO,
         route_config=route_config,
         http_filters=[
+            *fast_lane.http_filters(lane),
             _ext_authz_filter(authz_timeout_s),
             _cookie_filter(own_cookies),
             _router_filter(),
@@ -351,20 +343,22 @@ def _http_connection_manager(
             HttpConnectionManagerUpgradeConfig(upgrade_type="websocket", enabled=False)
         ],
     )
+    if settings is not None:
+        apply_listener_options(hcm, settings)
     return Filter(name=HCM_FILTER, typed_config=_pack(hcm))
 
 
 def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
     settings = cfg.settings
-    hcm = _http_connection_manager(build_route_config(cfg), authz_timeout_s, cfg.own_cookies)
+    lane = FastLane(cfg)
+    hcm = _http_connection_manager(
+        build_route_config(cfg, lane), authz_timeout_s, cfg.own_cookies, lane, settings
+    )
     chain = FilterChain(filters=[hcm])
-    if settings.tls:
-        assert settings.certificate_file and settings.certificate_key_file  # schema guarantees it
-        chain.transport_socket = _downstream_tls(
-            settings.certificate_file, settings.certificate_key_file
-        )
+    if settings.terminates_tls:
+        chain.transport_socket = downstream_tls(settings)
     return Listener(
-        name="authgate_https" if settings.tls else "authgate_http",
+        name="authgate_https" if settings.terminates_tls else "authgate_http",
         address=_socket_address(settings.listen_host, settings.listen_port),
         filter_chains=[chain],
     )
@@ -483,7 +477,7 @@ def _proxy_route(rt: RouteRuntime) -> Route:
     return Route(
         name=rt.id,
         match=_route_match(route),
-        route=_route_action(rt),
+        **route_target(rt, _route_action),
         typed_per_filter_config=_authz_context(rt.id, RouteKind.ROUTE),
         request_headers_to_add=_headers_to_set(route),
         request_headers_to_remove=[name.lower() for name in route.remove_request_headers],
@@ -498,12 +492,13 @@ def _routes_by_netloc(cfg: RuntimeConfig) -> dict[str, list[RouteRuntime]]:
 
 
 def _route_virtual_host(
-    netloc: str, routes: Sequence[RouteRuntime], default_port: int
+    netloc: str, routes: Sequence[RouteRuntime], default_port: int, lane: FastLane
 ) -> VirtualHost:
+    proxied = [r for rt in routes for r in fast_lane.with_fast_lane(lane, rt.id, _proxy_route(rt))]
     return VirtualHost(
         name=netloc,
         domains=domains_for(netloc, default_port),
-        routes=[*_internal_routes(routes[0].id), *(_proxy_route(rt) for rt in routes)],
+        routes=[*_internal_routes(routes[0].id), *proxied],
     )
 
 
@@ -517,10 +512,11 @@ def _authenticate_virtual_host(netloc: str, default_port: int) -> VirtualHost:
     )
 
 
-def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
+def build_route_config(cfg: RuntimeConfig, lane: FastLane | None = None) -> RouteConfiguration:
     default_port = 443 if cfg.settings.tls else 80
+    lane = lane or FastLane(cfg)
     hosts = [
-        _route_virtual_host(netloc, rts, default_port)
+        _route_virtual_host(netloc, rts, default_port, lane)
         for netloc, rts in _routes_by_netloc(cfg).items()
     ]
     hosts.append(_authenticate_virtual_host(cfg.authenticate_netloc, default_port))
@@ -528,6 +524,7 @@ def build_route_config(cfg: RuntimeConfig) -> RouteConfiguration:
         name=ROUTE_CONFIG_NAME,
         virtual_hosts=hosts,
         request_headers_to_remove=list(UNTRUSTED_FORWARDING_HEADERS),
+        request_headers_to_add=forwarded_proto_header(cfg.settings),
     )
 
 
@@ -572,36 +569,9 @@ def _upstream_endpoint(upstream: Upstream) -> Endpoint:
     return Endpoint(address=_socket_address(upstream.host, upstream.port), hostname=host_header)
 
 
-def _san_matcher(host: str) -> SubjectAltNameMatcher:
-    san_type = (
-        SubjectAltNameMatcherSanType.IP_ADDRESS if _is_ip_literal(host)
-        else SubjectAltNameMatcherSanType.DNS
-    )
-    return SubjectAltNameMatcher(san_type=san_type, matcher=StringMatcher(exact=host))
-
-
-def _upstream_tls(route: ConfigRoute, ca_file: str) -> TransportSocket:
-    """Verified TLS by default: the CA bundle (the route's `tls_custom_ca_file` replaces the
-    system one) plus a SAN match on the upstream host(s), or on `tls_server_name` when set,
-    which is also the SNI. Only `tls_skip_verify` drops the validation context."""
-    hosts = [route.tls_server_name] if route.tls_server_name else [u.host for u in route.upstreams]
-    distinct = list(dict.fromkeys(hosts))
-    common = CommonTlsContext()
-    if not route.tls_skip_verify:
-        trusted = ca_file
-        if route.tls_custom_ca_file:
-            trusted = str(Path(route.tls_custom_ca_file).resolve())
-        common.validation_context = CertificateValidationContext(
-            trusted_ca=DataSource(filename=trusted),
-            match_typed_subject_alt_names=[_san_matcher(h) for h in distinct],
-        )
-    context = UpstreamTlsContext(common_tls_context=common)
-    if not _is_ip_literal(distinct[0]):
-        context.sni = distinct[0]
-    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
-
-
-def build_upstream_cluster(rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE) -> Cluster:
+def build_upstream_cluster(
+    rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE, settings: Settings | None = None
+) -> Cluster:
     name = upstream_cluster_name(rt.id)
     upstreams = rt.route.upstreams
     endpoints = [_upstream_endpoint(u) for u in upstreams]
@@ -616,11 +586,17 @@ def build_upstream_cluster(rt: RouteRuntime, ca_file: str = SYSTEM_CA_FILE) -> C
     if cluster.type == ClusterDiscoveryType.STRICT_DNS:
         cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
     if upstreams[0].scheme == "https":
-        cluster.transport_socket = _upstream_tls(rt.route, ca_file)
+        cluster.transport_socket = upstream_tls(rt.route, settings, ca_file)
+    apply_balancing(cluster, rt.route)
     return cluster
 
 
 # ---------------------------------------------------------------------------- bootstrap
+
+
+def extra_listeners(cfg: RuntimeConfig) -> list[Listener]:
+    redirect = http_redirect_listener(cfg.settings)
+    return [] if redirect is None else [redirect]
 
 
 def build_admin(admin_address: str) -> Admin:
@@ -659,15 +635,19 @@ def build_bootstrap(
         admin=build_admin(admin_address),
         layered_runtime=build_runtime_layers(),
         static_resources=BootstrapStaticResources(
-            listeners=[build_listener(cfg, authz_timeout_s)],
+            listeners=[build_listener(cfg, authz_timeout_s), *extra_listeners(cfg)],
             clusters=[
                 build_authz_cluster(authz_endpoints),
-                *(build_upstream_cluster(rt, upstream_ca_file) for rt in cfg.routes),
+                *(
+                    build_upstream_cluster(rt, upstream_ca_file, cfg.settings)
+                    for rt in cfg.routes if rt.route.to
+                ),
             ],
         ),
     )
     doc: dict[str, Any] = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     _spell_out_fail_closed(doc)
+    respell_digit_fields(doc)
     for layer in doc["layered_runtime"]["layers"]:  # Struct numbers are doubles; write 32768
         layer["static_layer"] = {
             k: int(v) if isinstance(v, float) and v.is_integer() else v

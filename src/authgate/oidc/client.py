@@ -5,10 +5,11 @@ verifies the ID token against the IdP's JWKS with an algorithm allow-list.
 """
 
 import asyncio
+import re
 import secrets
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -17,6 +18,13 @@ import authlib.deprecate  # noqa: F401  (installs authlib's "always" filter firs
 import httpx
 import jwt
 
+from authgate.oidc.providers import (
+    AZURE_TENANT_PLACEHOLDER,
+    PROVIDERS,
+    TENANT_ID,
+    Provider,
+    issuer_matches,
+)
 from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
@@ -41,6 +49,21 @@ HTTP_TIMEOUT_S = 2.0
 # hung IdP gets our clear error page rather than Envoy's bare 503.
 IDP_BUDGET_S = 2.4
 METADATA_TTL_S = 3600.0
+
+
+GROUP_OVERAGE = (
+    "the identity provider left the user's groups out of the token (too many groups: "
+    "Azure's group overage, `_claim_names.groups`); authgate does not query Microsoft Graph. "
+    "Limit the groups claim in the app registration (\"Groups assigned to the application\") "
+    "so it fits in the token"
+)
+
+
+def groups_overage(claims: Mapping[str, Any]) -> bool:
+    """The IdP points to another source for `groups` (OIDC distributed claims) instead of
+    listing them: policy would see no groups, so `groups` deny rules would not hold."""
+    names = claims.get("_claim_names")
+    return isinstance(names, dict) and "groups" in names
 
 
 class IdpError(Exception):
@@ -77,9 +100,13 @@ class Metadata:
     jwks_uri: str
     userinfo_endpoint: str | None
     end_session_endpoint: str | None
+    # RFC 9207: the IdP puts `iss` in every authorization response.
+    iss_parameter_supported: bool = False
 
 
 class OidcClient:
+    token_auth_method = "client_secret_basic"
+
     def __init__(
         self,
         *,
@@ -88,7 +115,13 @@ class OidcClient:
         client_secret: str,
         redirect_uri: str,
         scopes: list[str],
+        provider: Provider = PROVIDERS["oidc"],
+        auth_params: Mapping[str, str] | None = None,
     ) -> None:
+        self.provider = provider
+        # Extra authorize-request parameters: idp_request_params replaces the provider's own,
+        # as in Pomerium.
+        self.auth_params = dict(provider.auth_params if auth_params is None else auth_params)
         self.provider_url = provider_url.rstrip("/")
         self.client_id = client_id
         self._client_secret = client_secret
@@ -132,16 +165,49 @@ class OidcClient:
                         jwks_uri=str(doc["jwks_uri"]),
                         userinfo_endpoint=doc.get("userinfo_endpoint"),
                         end_session_endpoint=doc.get("end_session_endpoint"),
+                        iss_parameter_supported=(
+                            doc.get("authorization_response_iss_parameter_supported") is True
+                        ),
                     )
                 except KeyError as exc:
                     raise IdpError(f"discovery document lacks {exc.args[0]}") from None
-                if meta.issuer.rstrip("/") != self.provider_url:
+                if meta.issuer.rstrip("/") != self.provider_url and not self._tenant_template(
+                    meta.issuer
+                ):
                     raise IdpError(
                         f"discovery issuer {meta.issuer!r} does not match idp_provider_url"
                     )
                 self._metadata, self._metadata_at = meta, time.monotonic()
         assert self._metadata is not None
         return self._metadata
+
+    def _tenant_template(self, issuer: str) -> bool:
+        """Azure's `common`/`organizations` discovery names `{tenantid}` as its issuer."""
+        return self.provider.name == "azure" and AZURE_TENANT_PLACEHOLDER in issuer
+
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207: an authorization response's `iss` must be this IdP's issuer; one without it
+        is refused when the IdP says it always sends it. TokenRejected otherwise (a mix-up)."""
+        meta = await self.metadata()
+        if iss is None:
+            if meta.iss_parameter_supported:
+                raise TokenRejected(
+                    "the authorization response has no `iss`, which this identity provider "
+                    "always sends (RFC 9207)"
+                )
+            return
+        if self._tenant_template(meta.issuer):
+            pattern = re.escape(meta.issuer).replace(
+                re.escape(AZURE_TENANT_PLACEHOLDER), TENANT_ID.pattern
+            )
+            matches = re.fullmatch(pattern, iss) is not None
+        else:
+            matches = same_text(iss, meta.issuer)
+        if not matches:
+            raise TokenRejected(
+                f"the authorization response comes from issuer {iss[:200]!r}, "
+                f"not {meta.issuer!r} (RFC 9207)"
+            )
 
     async def begin_login(self) -> LoginRequest:
         try:
@@ -162,7 +228,11 @@ class OidcClient:
             code_challenge_method="S256",
         )
         url, _ = oauth.create_authorization_url(
-            meta.authorization_endpoint, state=state, code_verifier=verifier, nonce=nonce
+            meta.authorization_endpoint,
+            state=state,
+            code_verifier=verifier,
+            nonce=nonce,
+            **self.auth_params,
         )
         await oauth.aclose()
         return LoginRequest(url=url, state=state, nonce=nonce, code_verifier=verifier)
@@ -222,18 +292,21 @@ class OidcClient:
         with 30 s leeway, the `require`d claims present. TokenRejected otherwise."""
         meta = await self.metadata()
         key = await self._key_for(token, what)
+        templated = self._tenant_template(meta.issuer)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=list(ALLOWED_ALGORITHMS),
                 audience=list(audiences),
-                issuer=meta.issuer,
+                issuer=None if templated else meta.issuer,
                 leeway=30,
                 options={"require": list(require)},
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"{what} rejected: {exc}") from None
+        if templated and not issuer_matches(meta.issuer, claims.get("iss", ""), claims.get("tid")):
+            raise TokenRejected(f"{what} rejected: its issuer is not its tenant's")
         aud = claims.get("aud")
         if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") not in audiences:
             raise TokenRejected(f"{what} has several audiences and azp is not this client")
@@ -266,6 +339,7 @@ class OidcClient:
             redirect_uri=self.redirect_uri,
             code_challenge_method="S256",
             timeout=HTTP_TIMEOUT_S,
+            token_endpoint_auth_method=self.token_auth_method,
         )
         try:
             token: dict[str, Any] = await oauth.fetch_token(meta.token_endpoint, **params)
@@ -334,7 +408,10 @@ class OidcClient:
             raise TokenRejected("token response has no id_token (is `openid` in idp_scopes?)")
         claims = await self.verify_id_token(id_token, nonce)
         tokens = self._tokens(token)
-        return LoginResult(await self._with_userinfo(claims, tokens.access_token), tokens)
+        claims = await self._with_userinfo(claims, tokens.access_token)
+        if groups_overage(claims):
+            raise TokenRejected(GROUP_OVERAGE)
+        return LoginResult(claims, tokens)
 
     async def refresh(self, tokens: IdpTokens) -> tuple[dict[str, Any], IdpTokens] | None:
         """A signed-in user's current claims: the refresh-token grant (its ID token verified,
@@ -355,7 +432,10 @@ class OidcClient:
                 if not claims:
                     info = await self.userinfo(fresh.access_token)
                     return info, fresh
-                return await self._with_userinfo(claims, fresh.access_token), fresh
+                claims = await self._with_userinfo(claims, fresh.access_token)
+                if groups_overage(claims):  # groups grew past what the token carries
+                    raise GrantRevoked(GROUP_OVERAGE)
+                return claims, fresh
             if tokens.access_token and tokens.access_expires_at > time.time() + 5:
                 return await self.userinfo(tokens.access_token), tokens
         return None

@@ -16,6 +16,7 @@ from itertools import product
 
 from authgate.policy.model import Identity, PolicyInput
 from authgate.policy.ppl import (
+    SCOPE_CERTIFICATE,
     SCOPE_CONSTANT,
     SCOPE_CORS,
     SCOPE_IDENTITY,
@@ -93,6 +94,9 @@ class Visitor:
             if isinstance(self.identity, Identity):
                 return atom.test(PolicyInput(identity=self.identity))
             return True if atom.name == "authenticated_user" else None
+        if self.fixed_network and scope == SCOPE_CERTIFICATE:
+            # an attacker has no certificate the CA issued
+            return atom.test(PolicyInput(identity=None))
         if self.fixed_network and scope == SCOPE_NETWORK:
             return atom.test(PolicyInput(identity=None, source_ip=ATTACKER_IP))
         if self.fixed_cors and scope == SCOPE_CORS:

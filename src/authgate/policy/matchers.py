@@ -9,7 +9,7 @@ is exactly that one value; with a list of values, exactly that set), `exclude` (
 none of the values). A bare value means `has`; several operators must all hold.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from authgate.errors import ConfigError
 
@@ -22,6 +22,16 @@ def ascii_lower(text: str) -> str:
     """Lower-case A-Z only. `str.lower()` would turn the Kelvin sign (U+212A) into an ASCII `k`,
     letting `mallory@\u212aestrel.example` pass for `kestrel.example`."""
     return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def email_unverified(claims: Mapping[str, object]) -> bool:
+    """The IdP says the address is not verified (`email_verified` false, or "false" as
+    Cognito writes it): it then satisfies no `email` or `domain` criterion, since anyone could
+    have typed it. A missing claim counts as verified (many IdPs only send verified ones)."""
+    flag = claims.get("email_verified")
+    return flag is False or (isinstance(flag, str) and flag.strip().lower() == "false")
+
+
 ListTest = Callable[[Sequence[object]], bool]
 
 STRING_OPERATORS = ("is", "not", "contains", "starts_with", "ends_with", "in", "not_in")

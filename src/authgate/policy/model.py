@@ -50,3 +50,4 @@ class PolicyInput:
     source_ip: str = ""
     now: datetime | None = None
     headers: Mapping[str, str] = field(default_factory=_no_headers)
+    client_certificate: str = ""  # PEM, verified by Envoy (downstream_mtls); "" without one

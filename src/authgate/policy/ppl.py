@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authgate.errors import ConfigError
-from authgate.policy import timecrit
+from authgate.policy import client_cert, timecrit
 from authgate.policy.explanation import Explanation, explain_policy
 from authgate.policy.matchers import (
     ascii_lower,
     claim_matcher,
+    email_unverified,
     list_matcher,
     show,
     string_matcher,
@@ -144,6 +145,7 @@ SCOPE_CONSTANT = "constant"
 SCOPE_REQUEST = "request"  # method, path: the client chooses
 SCOPE_TIME = "time"  # the clock: eventually any value
 SCOPE_NETWORK = "network"  # source_ip
+SCOPE_CERTIFICATE = "certificate"  # client_certificate (downstream mTLS)
 SCOPE_CORS = "cors"  # cors_preflight
 SCOPE_INTERNAL = "internal"  # pomerium_routes: answered by authgate before policy
 
@@ -169,11 +171,13 @@ def well_formed_email(email: str) -> bool:
 
 def _email_value(identity: Identity) -> str | None:
     email = identity.email
+    if email_unverified(identity.claims):
+        return None
     return ascii_lower(email) if well_formed_email(email) else None
 
 
 def _domain_value(identity: Identity) -> str | None:
-    if not well_formed_email(identity.email):
+    if not well_formed_email(identity.email) or email_unverified(identity.claims):
         return None
     domain = email_domain(identity.email)
     return ascii_lower(domain) if domain is not None else None
@@ -198,12 +202,16 @@ def _identity_string(
 
 
 def _shown_domain(identity: Identity) -> str:
+    if email_unverified(identity.claims):
+        return f"{identity.email!r} (not verified by the identity provider)"
     domain = email_domain(identity.email) if well_formed_email(identity.email) else None
     return domain if domain is not None else f"no domain: {identity.email!r} is not an address"
 
 
 def _shown_email(identity: Identity) -> str:
     email = identity.email
+    if email_unverified(identity.claims):
+        return f"{email!r} (not verified by the identity provider)"
     return email if well_formed_email(email) else f"{email!r} (not an address)"
 
 
@@ -319,6 +327,11 @@ def _source_ip(spec: object, where: str) -> Criterion:
     return Criterion(predicate, text, lambda inp: inp.source_ip or "no address")
 
 
+def _client_certificate(spec: object, where: str) -> Criterion:
+    predicate, text = client_cert.compile_matcher(spec, where)
+    return Criterion(predicate, text, client_cert.describe)
+
+
 def _is_cors_preflight(inp: PolicyInput) -> bool:
     headers = inp.headers
     return (
@@ -358,6 +371,12 @@ CRITERIA: dict[str, CriterionFactory] = {
     "http_method": _request_string("method"),
     "http_path": _request_string("path"),
     "source_ip": _source_ip,
+    "client_certificate": _client_certificate,
+    # No trusted certificate: with downstream_mtls an untrusted one never passes the handshake,
+    # so this is "none presented" (Pomerium's `deny` rule for the `policy` enforcement mode).
+    "invalid_client_certificate": _flag(
+        lambda inp: not inp.client_certificate, "invalid_client_certificate", client_cert.describe
+    ),
     "cors_preflight": _flag(_is_cors_preflight, "cors_preflight", _cors_got),
     "pomerium_routes": _flag(
         lambda inp: inp.path.startswith(POMERIUM_PREFIX), "pomerium_routes", lambda i: i.path
@@ -379,6 +398,8 @@ CRITERION_SCOPES: dict[str, str] = {
     "http_method": SCOPE_REQUEST,
     "http_path": SCOPE_REQUEST,
     "source_ip": SCOPE_NETWORK,
+    "client_certificate": SCOPE_CERTIFICATE,
+    "invalid_client_certificate": SCOPE_CERTIFICATE,
     "cors_preflight": SCOPE_CORS,
     "pomerium_routes": SCOPE_INTERNAL,
     "date": SCOPE_TIME,
@@ -388,8 +409,6 @@ CRITERION_SCOPES: dict[str, str] = {
 
 # Pomerium criteria that need machinery authgate does not have.
 UNSUPPORTED = {
-    "client_certificate": "client certificates (mTLS) are not configured by authgate",
-    "invalid_client_certificate": "client certificates (mTLS) are not configured by authgate",
     "device": "device identity is a Pomerium feature authgate does not have",
     "record": "external data sources are a Pomerium Enterprise feature",
     "mcp_tool": "MCP routes are a Pomerium feature authgate does not have",
