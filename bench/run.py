@@ -493,6 +493,7 @@ def handler_split(stack: stacks.Stack, iterations: int = 20000,
         from authgate.authz.server import AuthorizationServicer
         from authgate.authz.service import decide, request_context
         from authgate.authz.state import AuthzState
+        from authgate.logs import configure_logging
     except ImportError as exc:  # the authz internals moved: report, do not fail the run
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -528,6 +529,9 @@ def handler_split(stack: stacks.Stack, iterations: int = 20000,
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     servicer = AuthorizationServicer(state)
+    # Each Check writes its decision line, as in a worker whose stderr goes to a file or pipe.
+    decision_lines = tempfile.TemporaryFile("wb")  # noqa: SIM115 (kept for the whole split)
+    configure_logging(stack.cfg.settings.log_level, stream=decision_lines)
     junk = bytearray(8 << 20)
 
     def thrash() -> None:
@@ -539,7 +543,7 @@ def handler_split(stack: stacks.Stack, iterations: int = 20000,
 
     async def full(raw: bytes) -> bytes:
         request = external_auth_pb2.CheckRequest.FromString(raw)
-        decision = await decide(state, request_context(request))
+        decision = await decide(state, request_context(request), time.perf_counter())
         return to_check_response(decision).SerializeToString()  # type: ignore[no-any-return]
 
     async def timed(step: Callable[[bytes], Any], raw: bytes, n: int, cold: bool) -> float:

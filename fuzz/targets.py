@@ -74,6 +74,7 @@ def base_config() -> dict[str, Any]:
         "idp_client_secret": "secret",
         "signing_key": _signing_key(),
         "cookie_secret": base64.b64encode(b"k" * 32).decode(),
+        "jwt_claims_headers": ["email", "user", "name", "groups"],  # the four OUR_HEADERS name
         "routes": [
             {
                 "from": ORIGIN,

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from authgate.config import Route, RuntimeConfig, Settings
+from authgate.config.runtime import issuer_for
 from authgate.config.schema import decode_base64
 from authgate.policy import CompiledPolicy, Identity, Node, compile_route_policy
 from authgate.policy.analysis import (
@@ -387,6 +388,8 @@ def _assertion_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Find
     name when the route is recognisably Jenkins)."""
     findings = []
     host = route.from_host
+    # the route's own jwt_issuer_format, else the global one
+    iss = issuer_for(cfg.settings, route.jwt_issuer_format or cfg.settings.jwt_issuer_format)
     jenkins = is_jenkins(route)
     if jenkins and not route.pass_identity_headers:
         findings.append(
@@ -403,9 +406,9 @@ def _assertion_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Find
         findings.append(
             Finding(
                 "info", key,
-                f"the Jenkins JWT Auth plugin will see iss={cfg.assertion_issuer}, aud={host}, "
+                f"the Jenkins JWT Auth plugin will see iss={iss}, aud={host}, "
                 "groups as a list, username and email in `email`",
-                f"set acceptable issuers `{cfg.assertion_issuer}`, acceptable audiences "
+                f"set acceptable issuers `{iss}`, acceptable audiences "
                 f"`{host}`, JWKS URL {jwks}",
             )
         )
@@ -414,9 +417,9 @@ def _assertion_findings(cfg: RuntimeConfig, route: Route, key: str) -> list[Find
             Finding(
                 "info", key,
                 "the app reading the assertion (X-Pomerium-Jwt-Assertion) will see "
-                f"iss={cfg.assertion_issuer}, aud={host}, groups as a list, the user's address "
+                f"iss={iss}, aud={host}, groups as a list, the user's address "
                 "in `email`",
-                f"have it accept the issuer `{cfg.assertion_issuer}` and the audience `{host}` "
+                f"have it accept the issuer `{iss}` and the audience `{host}` "
                 f"and verify with the keys at {jwks}",
             )
         )

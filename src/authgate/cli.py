@@ -11,6 +11,7 @@ from authgate import __version__
 from authgate.errors import ConfigError
 
 DEFAULT_AUTHZ_LISTEN = "127.0.0.1:9191"
+_METRICS_HELP = "host:port for /metrics, /healthz, /readyz (overrides metrics_address)"
 
 
 def _load(path: str, warn: bool = True):  # type: ignore[no-untyped-def]
@@ -27,6 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         runtime_dir=args.runtime_dir,
         envoy_log_level=args.envoy_log_level,
+        metrics_address=args.metrics_address,
     )
 
 
@@ -34,6 +36,11 @@ def cmd_authz(args: argparse.Namespace) -> int:
     from authgate.authz.server import run_server
 
     cfg = _load(args.config)
+    try:
+        _serve_ops(args, cfg.settings.metrics_address)
+    except (OSError, ValueError) as exc:
+        print(f"authgate authz: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
     if not args.no_upstream_check:
         from authgate.check import startup_warnings
 
@@ -46,6 +53,16 @@ def cmd_authz(args: argparse.Namespace) -> int:
         shared_dir=Path(args.shared_dir) if args.shared_dir else None,
     )
     return 0
+
+
+def _serve_ops(args: argparse.Namespace, configured: str | None) -> None:
+    """`authgate authz` alone serves /metrics, /healthz, /readyz itself; a worker of
+    `authgate run` leaves that to its supervisor."""
+    from authgate.ops.service import start_standalone, supervised
+
+    address = args.metrics_address or configured
+    if address and not supervised():
+        start_standalone(address, args.listen)
 
 
 def _sessions_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -185,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where sockets and the generated Envoy config go (default: a temp dir)",
     )
-    run.add_argument("--envoy-log-level", default="warning", help="Envoy's --log-level")
+    run.add_argument(
+        "--envoy-log-level",
+        default=None,
+        help="Envoy's --log-level (default: proxy_log_level, else log_level, else warning)",
+    )
+    run.add_argument("--metrics-address", default=None, help=_METRICS_HELP)
     run.set_defaults(func=cmd_run)
 
     authz = sub.add_parser(
@@ -198,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"unix:/path.sock or host:port (default {DEFAULT_AUTHZ_LISTEN})",
     )
     authz.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    authz.add_argument("--metrics-address", default=None, help=_METRICS_HELP)
     authz.add_argument(
         "--shared-dir",
         default=None,

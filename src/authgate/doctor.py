@@ -85,7 +85,7 @@ class Probe:
 
 def build_probes(cfg: RuntimeConfig, rt: RouteRuntime, now: float | None = None) -> list[Probe]:
     now = time.time() if now is None else now
-    issuer = cfg.assertion_issuer
+    issuer = rt.issuer or cfg.assertion_issuer  # the route's jwt_issuer_format, if it has one
     ours = AssertionSigner(cfg.signing_key, issuer)
     stranger = AssertionSigner(ec.generate_private_key(ec.SECP256R1()), issuer)
     valid = assertion_claims(issuer, rt.hostname, now)
@@ -246,8 +246,9 @@ def exposure_findings(key: str, up: Upstream, timeout: float) -> list[Finding]:
 
 
 def _plugin_fix(cfg: RuntimeConfig, rt: RouteRuntime) -> str:
+    issuer = rt.issuer or cfg.assertion_issuer
     return (
-        f"in Jenkins' JWT Auth plugin set acceptable issuer `{cfg.assertion_issuer}`, acceptable "
+        f"in Jenkins' JWT Auth plugin set acceptable issuer `{issuer}`, acceptable "
         f"audience `{rt.hostname}`, JWKS URL {rt.origin}/.well-known/pomerium/jwks.json, and "
         "turn \"Allow verification failures\" off"
     )

@@ -22,7 +22,7 @@ from authgate.assertion.signer import jwk_thumbprint, jwks_bytes, public_jwk
 from authgate.config.runtime import RouteRuntime, RuntimeConfig
 from authgate.config.schema import Settings
 from authgate.config.tls_schema import fast_lane_possible
-from authgate.contract import ASSERTION_HEADER, CLAIM_HEADER_PREFIX, LEGACY_ASSERTION_HEADER
+from authgate.contract import ASSERTION_HEADER, IDENTITY_PREFIX, LEGACY_ASSERTION_HEADER
 from authgate.policy.ppl import SCOPE_CONSTANT, SCOPE_IDENTITY
 
 PASS_ISSUER = "authgate-fast-lane"
@@ -30,7 +30,6 @@ PASS_ISSUER = "authgate-fast-lane"
 METADATA_KEY = "authgate_pass"
 # The pass claim holding {identity header: value}, every header authz's answer set.
 HEADERS_CLAIM = "h"
-CLAIM_HEADERS = tuple(f"{CLAIM_HEADER_PREFIX}{c}" for c in ("email", "user", "name", "groups"))
 # A cookie must stay under the browsers' 4096 bytes (name, value and attributes together).
 MAX_PASS_BYTES = 3800
 # Envoy reads `exp` with this much leeway (its default is 60 s, which would outlast the ttl).
@@ -58,6 +57,16 @@ def eligible(cfg: RuntimeConfig, rt: RouteRuntime) -> bool:
         and not rt.public
         and rt.policy.scopes() <= _IDENTITY_ONLY
         and fast_lane_possible(cfg.settings, rt.route)
+        and pomerium_headers_fit(rt)
+    )
+
+
+def pomerium_headers_fit(rt: RouteRuntime) -> bool:
+    """A pass can stand for the route's headers: none holds a `${pomerium.*}` token (per user,
+    secret: never in a cookie), and every claim header is in the x-pomerium- namespace (the
+    only one Envoy clears of client values on the fast lane)."""
+    return not rt.substituted_headers and all(
+        name.startswith(IDENTITY_PREFIX) for name in rt.claim_header_names
     )
 
 
@@ -87,7 +96,7 @@ def identity_headers(rt: RouteRuntime) -> tuple[str, ...]:
     if not rt.route.pass_identity_headers:
         return ()
     assertion = LEGACY_ASSERTION_HEADER if rt.route.legacy_assertion else ASSERTION_HEADER
-    return (assertion, *CLAIM_HEADERS)
+    return (assertion, *(name for name, _ in rt.claim_headers))  # jwt_claims_headers
 
 
 def policy_version(cfg: RuntimeConfig, rt: RouteRuntime, pass_kid: str) -> str:

@@ -19,6 +19,8 @@ from authgate.config.runtime import (
 )
 from authgate.envoy.bootstrap import build_bootstrap
 from authgate.envoy.process import EnvoyProcess
+from authgate.logs import proxy_log_level
+from authgate.ops.service import SupervisorOps
 
 WORKER_START_TIMEOUT_S = 30.0
 
@@ -94,7 +96,8 @@ def run(
     *,
     workers: int = 1,
     runtime_dir: str | None = None,
-    envoy_log_level: str = "warning",
+    envoy_log_level: str | None = None,
+    metrics_address: str | None = None,
 ) -> int:
     if workers < 1:
         _say("--workers must be at least 1")
@@ -114,6 +117,9 @@ def run(
     own_dir = runtime_dir is None
     rdir = Path(runtime_dir) if runtime_dir else Path(tempfile.mkdtemp(prefix="authgate-"))
     rdir.mkdir(parents=True, exist_ok=True)
+    # ops: /metrics, /healthz, /readyz in this process; the workers' metrics files.
+    ops = SupervisorOps(metrics_address or settings.metrics_address, rdir)
+    ops.worker_env(env)
 
     stopping = False
 
@@ -132,10 +138,13 @@ def run(
     procs: list[subprocess.Popen[bytes]] = []
     envoy: EnvoyProcess | None = None
     try:
+        ops.start()
         shared = None if own_dir else rdir / "shared"
         procs, endpoints = _start_workers(config, workers, rdir, env, shared)
         bootstrap = build_bootstrap(cfg, endpoints, admin_address=f"unix:{rdir / 'admin.sock'}")
-        envoy = EnvoyProcess(bootstrap, workdir=rdir, log_level=envoy_log_level)
+        envoy = EnvoyProcess(
+            bootstrap, workdir=rdir, log_level=envoy_log_level or proxy_log_level(settings)
+        )
         envoy.start()
         envoy.wait_ready()
         for route in cfg.routes:
@@ -163,6 +172,7 @@ def run(
         _say(f"error: {exc}")
         return 1
     finally:
+        ops.close()
         if envoy is not None:
             envoy.stop()
         _stop(procs)

@@ -138,6 +138,8 @@ def stack_config(
         "idp_client_id": "authgate",
         "idp_client_secret": "secret",
         "idp_scopes": ["openid", "profile", "email", "groups"],
+        # As in Pomerium, claim headers only for the claims listed (tests read these four).
+        "jwt_claims_headers": ["email", "user", "name", "groups"],
         "signing_key": generate_signing_key_b64(),
         "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
         "routes": [

@@ -127,7 +127,9 @@ def test_access_denied_page_names_the_request_and_offers_another_account(  # typ
         for line in env.stack.log().splitlines()
         if line.startswith("{") and request_id in line
     ]
-    assert [(d["event"], d["user"]) for d in denied] == [("denied", "bob@evil.org")], denied
+    assert [(d["event"], d["user"], d["outcome"]) for d in denied] == [
+        ("decision", "bob@evil.org", "deny")
+    ], denied
     assert denied[0]["rule"]
     # "Who am I signed in as?" shows the session, with its claims for `authgate explain`.
     page.click("text=Who am I signed in as?")

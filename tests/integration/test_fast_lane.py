@@ -97,6 +97,7 @@ def _config(port: int, pki: TestPKI, idp: TestIdP, app: SampleUpstream) -> dict[
         "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
         "fast_lane": True,
         "fast_lane_ttl": "30s",
+        "jwt_claims_headers": ["email", "user", "name", "groups"],  # Pomerium: none unless listed
         "routes": [
             # A stricter policy on a prefix of the same host: alice may not.
             {"id": "admin", "from": jenkins, "prefix": "/admin", "to": to,

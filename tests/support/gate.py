@@ -110,6 +110,8 @@ def gate_config(
         "idp_client_id": "authgate",
         "idp_client_secret": "secret",
         "idp_scopes": ["openid", "profile", "email", "groups", "offline_access"],
+        # As in Pomerium, claim headers only for the claims listed (tests read these four).
+        "jwt_claims_headers": ["email", "user", "name", "groups"],
         **secrets_,
         "routes": [
             {

@@ -44,6 +44,7 @@ def make_state(limit: int = 10_000) -> AuthzState:
         "idp_client_id": "authgate",
         "idp_client_secret": "secret",
         "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
+        "jwt_claims_headers": ["email", "groups"],
         "routes": [
             route("app", pass_identity_headers=True, policy={"allow": {"and": [domain]}}),
             route(

@@ -49,6 +49,7 @@ def raw_config(**extra: Any) -> dict[str, Any]:
         "cookie_secret": COOKIE_SECRET,
         "signing_key": SIGNING_KEY,
         "fast_lane": True,
+        "jwt_claims_headers": ["email", "user", "name", "groups"],  # Pomerium: none unless listed
         "routes": [
             route("app", pass_identity_headers=True, policy={"allow": {"and": [DOMAIN]}}),
             route("strict", prefix="/admin", allowed_users=["root@example.com"]),

@@ -175,6 +175,7 @@ def make_state(
         "idp_client_id": "authgate",
         "idp_client_secret": "secret",
         "cookie_secret": base64.b64encode(COOKIE_SECRET).decode(),
+        "jwt_claims_headers": ["email"],
         "routes": [
             {
                 "from": f"{scheme}://{JENKINS}",

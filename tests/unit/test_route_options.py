@@ -295,9 +295,11 @@ def test_header_set_twice_in_other_case() -> None:
     assert "set twice" in str(refused(set_request_headers={"X-A": "1", "x-a": "2"}))
 
 
-def test_pomerium_token_substitution_is_refused_not_sent_literally() -> None:
-    message = str(refused(set_request_headers={"Authorization": "Bearer ${pomerium.id_token}"}))
-    assert "not supported" in message and "pass_identity_headers" in message
+def test_pomerium_token_substitution_is_accepted_and_unknown_tokens_refused() -> None:
+    ok = route(set_request_headers={"Authorization": "Bearer ${pomerium.id_token}"})
+    assert ok.set_request_headers["Authorization"] == "Bearer ${pomerium.id_token}"
+    message = str(refused(set_request_headers={"Authorization": "Bearer ${pomerium.secret}"}))
+    assert "${pomerium.secret} does not exist" in message and "${pomerium.jwt}" in message
 
 
 def test_percent_signs_are_allowed_and_sent_literally() -> None:

@@ -13,6 +13,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.contract import ASSERTION_CLAIMS as ASSERTION_CLAIMS
+from authgate.ops.metrics import CacheCounter
+
+_LOOKUPS = CacheCounter("assertion")  # ops metrics
 
 ASSERTION_LIFETIME_S = 300
 REUSE_MARGIN_S = 60  # re-sign when less than this is left before `exp`
@@ -95,22 +98,27 @@ class AssertionSigner:
         groups: tuple[str, ...],
         extra: dict[str, Any] | None = None,
         now: float | None = None,
+        issuer: str | None = None,
     ) -> tuple[str, int]:
         """The assertion and the time until which it is handed out again (then re-signed).
 
         `extra`: claims the route adds. Reuse is keyed by everything the token says, so a
-        session whose claims were refreshed gets a new assertion at once."""
+        session whose claims were refreshed gets a new assertion at once. `issuer`: the route's
+        own iss (per-route jwt_issuer_format), else the signer's."""
         now_i = int(time.time() if now is None else now)
         added = json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else ""
-        key = (sid, audience, user, email, name, groups, added)
+        iss = issuer or self.issuer
+        key = (sid, audience, user, email, name, groups, added, iss)
         cached = self._cache.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN_S > now_i:
+            _LOOKUPS.hit()
             return cached[0], cached[1] - REUSE_MARGIN_S
+        _LOOKUPS.miss()
         exp = now_i + ASSERTION_LIFETIME_S
         token = self.sign(
             {
                 **(extra or {}),
-                "iss": self.issuer,
+                "iss": iss,
                 "aud": audience,
                 "iat": now_i,
                 "nbf": now_i,

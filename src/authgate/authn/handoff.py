@@ -80,9 +80,11 @@ async def accept_hand_off(
         return _bad_handoff(state, route)
     cookie = set_cookie(
         state.session_cookie,
-        state.sessions.cookie_value(session, route.netloc),
+        state.sessions.cookie_value(session, route.cookie_binding),
         max_age=max(0, session.expires_at - int(time.time())),
         secure=state.secure,
+        domain=route.cookie_domain,
+        **state.session_cookie_flags,
     )
     return pages.redirect(
         target, cookies=(cookie, clear_cookie(state.login_cookie, secure=state.secure))

@@ -29,6 +29,7 @@ from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import SIGN_IN_PATH
 from authgate.oidc import GrantRevoked, IdpError, TokenRejected
+from authgate.ops.metrics import LOGINS
 from authgate.session import Session, same_text
 from authgate.session.cookies import clear_cookie, first_cookie, set_cookie
 
@@ -150,12 +151,19 @@ def error_page(ctx: RequestContext, error: LoginError) -> Respond:
 
 
 async def _complete_login(state: AuthzState, ctx: RequestContext) -> Respond:
-    login = await _login_state(state, ctx)
     try:
-        return await _exchange(state, ctx, login)
+        login = await _login_state(state, ctx)
+    except LoginError:
+        LOGINS.labels("failure").inc()  # ops metrics
+        raise
+    try:
+        answer = await _exchange(state, ctx, login)
     except LoginError as error:
+        LOGINS.labels("failure").inc()
         error.retry = error.retry or login.request.target
         raise
+    LOGINS.labels("success").inc()
+    return answer
 
 
 async def _check_response_issuer(state: AuthzState, ctx: RequestContext) -> None:
@@ -192,6 +200,7 @@ async def _exchange(state: AuthzState, ctx: RequestContext, login: LoginState) -
         state.sessions.cookie_value(session, state.cfg.authenticate_netloc),
         max_age=state.session_lifetime_s,
         secure=state.secure,
+        **state.session_cookie_flags,
     )
     answer = hand_off(state, login.request, session)
     return Respond(status=answer.status, headers=answer.headers, cookies=(authn_cookie,))

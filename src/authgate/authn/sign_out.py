@@ -6,7 +6,7 @@ sign-out page names the origins its POST goes through.
 """
 
 import html
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from authgate.authn.errors import ExpiredToken, InvalidToken, SignOutRefused
 from authgate.authn.sign_in import authn_session
@@ -24,6 +24,15 @@ from authgate.session.cookies import clear_cookie
 
 CROSS_SITE = frozenset({"cross-site", "same-site"})
 NOT_FROM_HERE = "The sign-out request did not come from this site."
+
+
+def _landing(state: AuthzState) -> tuple[str, ...]:
+    """signout_redirect_url's origin: the forms' CSP must allow the redirect that ends there."""
+    url = state.cfg.settings.signout_redirect_url
+    if not url:
+        return ()
+    parts = urlsplit(url)
+    return (f"{parts.scheme}://{parts.netloc}",)
 
 
 def _signed_out_page() -> Respond:
@@ -50,7 +59,12 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
     """GET shows a confirmation form; only a same-origin POST with its token signs out."""
     session = await current_session(state, route, ctx)
     sid = session.sid if session else "-"
-    rd = safe_redirect(ctx.param("pomerium_redirect_uri"), route.origin) or f"{route.origin}/"
+    # Pomerium: signout_redirect_url, when set, is where every sign-out lands.
+    rd = (
+        state.cfg.settings.signout_redirect_url
+        or safe_redirect(ctx.param("pomerium_redirect_uri"), route.origin)
+        or f"{route.origin}/"
+    )
     if ctx.method != "POST":
         csrf = state.csrf_box.seal(CsrfToken(session_id=sid), route.netloc)
         action = f"{SIGN_OUT_PATH}?csrf={csrf}&pomerium_redirect_uri={quote(rd, safe='')}"
@@ -65,7 +79,9 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
                 f'<form method="post" action="{html.escape(action)}">'
                 '<button type="submit">Sign out</button></form>'
             ),
-            form_targets=(state.cfg.authenticate_origin, *((idp,) if idp else ())),
+            form_targets=(
+                state.cfg.authenticate_origin, *((idp,) if idp else ()), *_landing(state)
+            ),
         )
     if not _csrf_ok(state, route, ctx, sid):
         raise SignOutRefused(NOT_FROM_HERE)
@@ -79,7 +95,7 @@ async def route_sign_out(state: AuthzState, route: RouteRuntime, ctx: RequestCon
     return pages.redirect(
         f"{state.cfg.authenticate_origin}{SIGN_OUT_PATH}?req={request}",
         cookies=(
-            clear_cookie(state.session_cookie, secure=state.secure),
+            clear_cookie(state.session_cookie, secure=state.secure, domain=route.cookie_domain),
             *fast_lane_pass.cleared_on_host(state, route),
         ),
     )
@@ -110,7 +126,9 @@ async def _confirm(state: AuthzState, sealed_request: str, rd: str) -> Respond:
         "<p>Sign out of every application behind this sign-in?</p>"
         f'<form method="post" action="{html.escape(action)}">'
         '<button type="submit">Sign out</button></form>',
-        form_targets=tuple(origin for origin in (idp, route and route.origin) if origin),
+        form_targets=tuple(
+            origin for origin in (idp, route and route.origin, *_landing(state)) if origin
+        ),
     )
 
 
@@ -119,7 +137,9 @@ async def _sign_out_here(state: AuthzState, ctx: RequestContext) -> Respond:
     session = await authn_session(state, ctx)
     if session is None:
         return _signed_out_page()
-    request = SignOutRequest(redirect="", session_id=session.sid)
+    request = SignOutRequest(
+        redirect=state.cfg.settings.signout_redirect_url or "", session_id=session.sid
+    )
     return await _confirm(
         state, state.signout_box.seal(request, bound_to=state.cfg.authenticate_netloc), ""
     )
@@ -175,6 +195,9 @@ def signed_out(state: AuthzState, ctx: RequestContext) -> Respond:
         rd = state.signed_out_box.open(ctx.param("state"), _signed_out_binding(state)).value
     except InvalidToken:
         return _signed_out_page()
+    configured = state.cfg.settings.signout_redirect_url
+    if configured and rd.redirect == configured:  # the operator's own target, not a visitor's
+        return pages.redirect(configured)
     route = state.cfg.route_for_origin(rd.redirect) if rd.redirect else None
     target = safe_redirect(rd.redirect, route.origin) if route else None
     return pages.redirect(target) if target else _signed_out_page()

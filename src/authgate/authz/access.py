@@ -1,14 +1,18 @@
 """A request for an application route: session -> policy -> forward with identity, or not."""
 
 import math
-import re
+from dataclasses import replace
 from urllib.parse import quote
-
-import structlog
 
 from authgate.authn.sign_in import start_login
 from authgate.authz import fast_lane_pass, pages
 from authgate.authz.app_claims import added_claims
+from authgate.authz.claim_headers import (
+    claim_headers,
+    claim_value,
+    filtered_groups,
+    substitute,
+)
 from authgate.authz.context import RequestContext
 from authgate.authz.cookie_session import current_session
 from authgate.authz.decision import Allow, Decision, Respond
@@ -16,14 +20,16 @@ from authgate.authz.presented_tokens import presented_token, token_session
 from authgate.authz.state import AuthzState
 from authgate.config import RouteRuntime
 from authgate.contract import (
+    ASSERTION_CLAIMS,
     ASSERTION_HEADER,
-    CLAIM_HEADER_PREFIX,
     IDENTITY_PREFIX,
     LEGACY_ASSERTION_HEADER,
     SIGN_OUT_PATH,
     STRIP_COOKIES_HEADER,
     UNTRUSTED_FORWARDING_HEADERS,
 )
+from authgate.ops.decision_log import NO_SESSION, allow_rule, deny_rule
+from authgate.ops.metrics import SIGN_IN_REDIRECT
 from authgate.policy import PolicyInput
 from authgate.session import Session
 from authgate.session.cookies import (
@@ -32,22 +38,6 @@ from authgate.session.cookies import (
     without_cookies,
 )
 from authgate.session.store import StoreUnavailable
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-log = structlog.get_logger("authgate.authz")
-
-
-def _header_value(value: str) -> str:
-    """IdP claims may hold CR/LF (Envoy would refuse the whole answer, and the text after it
-    reads like another header): keep only what comes before the first control character."""
-    return value if value.isprintable() else _CONTROL.split(value, 1)[0]
-
-
-def _listable(group: str) -> bool:
-    """A group that can stand in the comma-separated header without turning into others."""
-    return group.isprintable() and "," not in group
 
 
 def _spoofable(name: str) -> bool:
@@ -78,6 +68,7 @@ def forward(
     ctx: RequestContext,
     session: Session | None,
     token_in_authorization: bool = False,
+    rule: str = "",
 ) -> Allow:
     """Forward with every client-sent identity header removed and ours set (overwrite).
     `token_in_authorization`: authgate read `Authorization`, which is then not the app's."""
@@ -90,26 +81,41 @@ def forward(
         until = math.inf
     else:
         until = 0.0
-    if session is not None and route.route.pass_identity_headers:
+    assertion = ""
+    identity_headers = session is not None and route.route.pass_identity_headers
+    if session is not None and (identity_headers or route.substituted_headers):
         ident = session.identity
         legacy = route.route.legacy_assertion
         signer = state.legacy_signer if legacy else state.signer
+        groups = filtered_groups(ident.groups, route.groups_filter)
+        extra = added_claims(route.route, ident) if route.route.assertion_claims else {}
+        # Pomerium: a claim sent as a header is in the assertion too.
+        for _, claim in route.claim_headers:
+            if claim not in ASSERTION_CLAIMS and claim not in extra:
+                value = claim_value(ident, claim, groups)
+                if value is not None:
+                    extra[claim] = value
         assertion, reuse_until = signer.signed_for(
             sid=session.sid,
             audience=route.hostname,
             user=ident.user,
             email=ident.email,
             name=ident.name,
-            groups=ident.groups,
-            extra=added_claims(route.route, ident) if route.route.assertion_claims else None,
+            groups=groups,
+            extra=extra or None,
+            issuer=None if legacy else route.issuer,
         )
         until = min(until, reuse_until)
-        set_headers.append((LEGACY_ASSERTION_HEADER if legacy else ASSERTION_HEADER, assertion))
+        if identity_headers:
+            set_headers.append(
+                (LEGACY_ASSERTION_HEADER if legacy else ASSERTION_HEADER, assertion)
+            )
+            set_headers += claim_headers(route.claim_headers, ident, groups)
+    if route.substituted_headers:
+        # Per session (the kept answers are keyed by the session cookie); never logged.
+        tokens = {"jwt": assertion, **(session.tokens if session is not None else {})}
         set_headers += [
-            (f"{CLAIM_HEADER_PREFIX}email", _header_value(ident.email)),
-            (f"{CLAIM_HEADER_PREFIX}user", _header_value(ident.user)),
-            (f"{CLAIM_HEADER_PREFIX}name", _header_value(ident.name)),
-            (f"{CLAIM_HEADER_PREFIX}groups", ",".join(g for g in ident.groups if _listable(g))),
+            (name, substitute(template, tokens)) for name, template in route.substituted_headers
         ]
     minted = fast_lane_pass.mint(state, route, ctx, session, set_headers, until)
     if minted is not None:
@@ -118,7 +124,16 @@ def forward(
     if cookie_changes is not None:
         set_headers += [(k, v) for k, v in cookie_changes if v]
     ours = {name for name, _ in set_headers}
-    remove = [name for name in ctx.headers if _spoofable(name) and name not in ours]
+    # Claim headers may be named outside x-pomerium-: one this answer does not set (no such
+    # claim, no session) must not come from the client either. Removed whether or not authz
+    # saw it (the generated Envoy sends authz only the headers it reads).
+    claim_names = route.claim_header_names
+    remove = [
+        name
+        for name in ctx.headers
+        if (_spoofable(name) or name.replace("_", "-") in claim_names) and name not in ours
+    ]
+    remove += sorted(claim_names - ours - set(remove))
     if cookie_changes is not None and "cookie" not in ours and STRIP_COOKIES_HEADER not in ours:
         remove.append("cookie")  # nothing but authgate's cookies
     if not ctx.generated_envoy:  # the generated Envoy removes these itself
@@ -130,16 +145,27 @@ def forward(
         remove_headers=tuple(remove),
         until=until,
         session_id=session.sid if session is not None else "",
+        rule=rule,
+        user=(session.identity.email or session.identity.user) if session is not None else "",
         response_cookies=(minted[0],) if minted is not None else (),
+    )
+
+
+def _is_preflight(ctx: RequestContext) -> bool:
+    return (
+        ctx.method == "OPTIONS"
+        and bool(ctx.headers.get("origin"))
+        and bool(ctx.headers.get("access-control-request-method"))
     )
 
 
 def not_signed_in(state: AuthzState, route: RouteRuntime, ctx: RequestContext) -> Respond:
     if ctx.wants_html:
-        return start_login(state, route, ctx)
-    return pages.json_answer(
+        return replace(start_login(state, route, ctx), outcome=SIGN_IN_REDIRECT, rule=NO_SESSION)
+    answer = pages.json_answer(
         401, {"error": "unauthenticated", "message": "sign in first: open this URL in a browser"}
     )
+    return replace(answer, rule=NO_SESSION)
 
 
 async def who_is(
@@ -164,6 +190,9 @@ async def who_is(
 async def check_route(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
 ) -> Decision:
+    if route.route.cors_allow_preflight and _is_preflight(ctx):
+        # Pomerium's cors_allow_preflight: browsers send preflights without credentials.
+        return forward(state, route, ctx, None, rule="cors_allow_preflight")
     found = await who_is(state, route, ctx)
     if isinstance(found, Respond):
         return found
@@ -178,23 +207,16 @@ async def check_route(
         client_certificate=ctx.client_certificate,
     )
     if route.policy.allowed(inp):
-        return forward(state, route, ctx, session, from_authorization)
+        rule = allow_rule(route.policy, inp)
+        return forward(state, route, ctx, session, from_authorization, rule)
     if session is None:
         return not_signed_in(state, route, ctx)
     # The explanation is computed only here, off the allow path.
-    why = route.policy.explain(inp).reason
+    explained = route.policy.explain(inp)
+    why = explained.reason
     who = session.identity.email or session.identity.user
-    log.info(
-        "denied",
-        request_id=ctx.headers.get("x-request-id", ""),
-        route=route.id,
-        host=route.netloc,
-        path=ctx.path_only,
-        user=who,
-        rule=why,
-    )
     back = f"{SIGN_OUT_PATH}?pomerium_redirect_uri={quote(ctx.path, safe='')}"
-    return pages.error(
+    page = pages.error(
         ctx,
         403,
         "Access denied",
@@ -206,3 +228,4 @@ async def check_route(
             ("Who am I signed in as?", "/.pomerium/"),
         ),
     )
+    return replace(page, rule=deny_rule(explained), user=who)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
 from authgate.contract import CLIENT_ADDRESS_HEADER, EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.ops.decision_log import Note
+from authgate.ops.metrics import CacheCounter
 from authgate.policy.ppl import (
     SCOPE_CERTIFICATE,
     SCOPE_CORS,
@@ -35,6 +37,8 @@ _CORS = frozenset(_CORS_HEADERS)
 MAX_ENTRIES = 10_000
 MAX_BYTES = 24 * 1024 * 1024  # keys and answers together, per worker
 MAX_ENTRY_BYTES = 16 * 1024  # a larger request or answer always takes the full path
+_LOOKUPS = CacheCounter("allow_memo")
+_NO_NOTE = Note("", "", "")
 
 
 def weight(key: Key, answer: bytes) -> int:
@@ -92,7 +96,8 @@ class AllowMemo:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._plans = plans
-        self._entries: OrderedDict[Key, tuple[bytes, float, int, str]] = OrderedDict()
+        # answer, valid until, weight, session id, what the decision log says on reuse
+        self._entries: OrderedDict[Key, tuple[bytes, float, int, str, Note]] = OrderedDict()
         # A session that changes (refreshed, revoked) takes its answers with it.
         self._by_session: dict[str, set[Key]] = {}
 
@@ -103,6 +108,8 @@ class AllowMemo:
         plans = {}
         for route_id, route in cfg.routes_by_id.items():
             plan = plan_for(route.policy)
+            if plan is not None and route.route.cors_allow_preflight:
+                plan = replace(plan, cors=True)  # a preflight passes without a session
             if plan is not None:
                 # With client certificates, every answer is for one certificate (or none).
                 mtls = cfg.settings.downstream_mtls is not None
@@ -148,22 +155,35 @@ class AllowMemo:
             key += (attrs.source.certificate,)
         return key
 
-    def get(self, key: Key) -> bytes | None:
+    def lookup(self, key: Key) -> tuple[bytes, Note] | None:
+        """The kept answer and its decision-log note, while still valid."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if time.time() < entry[1]:
-            self._entries.move_to_end(key)
-            return entry[0]
-        self._drop(key)
+        if entry is not None:
+            if time.time() < entry[1]:
+                self._entries.move_to_end(key)
+                _LOOKUPS.hit()
+                return entry[0], entry[4]
+            self._drop(key)
+        _LOOKUPS.miss()
         return None
 
-    def put(self, key: Key, answer: bytes, until: float, session_id: str = "") -> None:
+    def get(self, key: Key) -> bytes | None:
+        found = self.lookup(key)
+        return None if found is None else found[0]
+
+    def put(
+        self,
+        key: Key,
+        answer: bytes,
+        until: float,
+        session_id: str = "",
+        note: Note = _NO_NOTE,
+    ) -> None:
         size = weight(key, answer)
         if until <= time.time() or size > min(MAX_ENTRY_BYTES, self.max_bytes):
             return
         self._drop(key)
-        self._entries[key] = (answer, until, size, session_id)
+        self._entries[key] = (answer, until, size, session_id, note)
         self.bytes += size
         if session_id:
             self._by_session.setdefault(session_id, set()).add(key)

@@ -27,4 +27,4 @@ async def session_from_cookies(
 async def current_session(
     state: AuthzState, route: RouteRuntime, ctx: RequestContext
 ) -> Session | None:
-    return await session_from_cookies(state, ctx, route.netloc)
+    return await session_from_cookies(state, ctx, route.cookie_binding)

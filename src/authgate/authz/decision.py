@@ -13,6 +13,9 @@ class Allow:
     # re-signing); 0: never reuse it.
     until: float = 0.0
     session_id: str = ""  # the session this answer was built from (a change ends its reuse)
+    # For the decision log: the policy block that let it in (as `explain` names it), and who.
+    rule: str = ""
+    user: str = ""
     response_cookies: tuple[str, ...] = ()  # Set-Cookie values for the client (a fast-lane pass)
 
 
@@ -24,6 +27,11 @@ class Respond:
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
     cookies: tuple[str, ...] = field(default=())  # Set-Cookie values
+    # For the decision log and metrics (ops/decision_log.py): set where the handler knows
+    # better than the status does (a sign-in redirect, a policy refusal), with rule and user.
+    outcome: str = ""
+    rule: str = ""
+    user: str = ""
 
 
 Decision = Allow | Respond

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from time import perf_counter
 
 import grpc
 import structlog
@@ -17,6 +18,7 @@ from authgate.authz.service import decide, request_context
 from authgate.authz.state import AuthzState
 from authgate.config import RuntimeConfig
 from authgate.logs import configure_logging
+from authgate.ops.decision_log import note_of, record_error, record_kept
 from authgate.session.store import StoreUnavailable
 
 log = structlog.get_logger("authgate.authz")
@@ -36,21 +38,27 @@ class AuthorizationServicer:
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
+        started = perf_counter()  # ops: decision log and metrics
         try:
             # Kept answers only while this worker hears of every session change in time.
             key = self.memo.key(request.attributes) if self.sessions.fresh() else None
             if key is not None:
-                answer = self.memo.get(key)
-                if answer is not None:
-                    return answer
-            decision = await decide(self.state, request_context(request))
+                kept = self.memo.lookup(key)
+                if kept is not None:
+                    record_kept(request.attributes.request.http, kept[1], started)
+                    return kept[0]
+            ctx = request_context(request)
+            decision = await decide(self.state, ctx, started)
             serialized: bytes = to_check_response(decision).SerializeToString()
             if key is not None and isinstance(decision, Allow):
-                self.memo.put(key, serialized, decision.until, decision.session_id)
+                note = note_of(ctx.route_id, decision)
+                self.memo.put(key, serialized, decision.until, decision.session_id, note)
             return serialized
         except Exception:
             # Fail closed: Envoy turns a gRPC error into 503 (status_on_error), never an allow.
-            log.exception("check_failed", path=request.attributes.request.http.path)
+            http = request.attributes.request.http
+            log.exception("check_failed", path=http.path.partition("?")[0])  # no query: codes
+            record_error(request.attributes, started)
             await context.abort(grpc.StatusCode.INTERNAL, "authorization error")
             raise
 
@@ -113,5 +121,5 @@ def run_server(
     ready_file: Path | None = None,
     shared_dir: Path | None = None,
 ) -> None:
-    configure_logging()
+    configure_logging(cfg.settings.log_level)
     uvloop.run(serve(cfg, listen, ready_file, shared_dir=shared_dir))

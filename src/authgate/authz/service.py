@@ -20,6 +20,7 @@ from authgate.authz.decision import Decision, Respond
 from authgate.authz.route_endpoints import handle_internal
 from authgate.authz.state import AuthzState
 from authgate.contract import AUTHENTICATE_ROUTE_ID, EXT_KIND, EXT_ROUTE_ID, RouteKind
+from authgate.ops.decision_log import record
 from authgate.routing import not_normalized, select
 from authgate.session.store import StoreUnavailable
 
@@ -86,8 +87,26 @@ def _select_route(state: AuthzState, ctx: RequestContext) -> RequestContext | Re
     return replace(ctx, route_id=route_id, kind=chosen.kind.value)
 
 
-async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
-    """Route by the id the generated Envoy matched; without one, by the shared matcher."""
+async def decide(state: AuthzState, ctx: RequestContext, started: float | None = None) -> Decision:
+    """Route by the id the generated Envoy matched; without one, by the shared matcher.
+    `started` (perf_counter at the Check's arrival): log the decision and count it."""
+    # Behind a balancer: the client's address as Envoy computed it (the log and source_ip).
+    ctx = with_client_address(state.cfg.settings, ctx)
+    if ctx.generated_envoy:
+        decision = await _decided(state, ctx)
+    else:
+        selected = _select_route(state, ctx)
+        if isinstance(selected, Respond):
+            decision = selected
+        else:
+            ctx = selected
+            decision = await _decided(state, ctx)
+    if started is not None:
+        record(ctx, decision, started)
+    return decision
+
+
+async def _decided(state: AuthzState, ctx: RequestContext) -> Decision:
     try:
         return await _decide(state, ctx)
     except LoginError as error:
@@ -104,12 +123,6 @@ async def decide(state: AuthzState, ctx: RequestContext) -> Decision:
 
 
 async def _decide(state: AuthzState, ctx: RequestContext) -> Decision:
-    ctx = with_client_address(state.cfg.settings, ctx)
-    if not ctx.generated_envoy:
-        selected = _select_route(state, ctx)
-        if isinstance(selected, Respond):
-            return selected
-        ctx = selected
     if ctx.kind == RouteKind.AUTHENTICATE and ctx.route_id == AUTHENTICATE_ROUTE_ID:
         return await handle_authenticate(state, ctx)
     route = state.cfg.routes_by_id.get(ctx.route_id)

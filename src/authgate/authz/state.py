@@ -24,6 +24,7 @@ from authgate.fast_pass import FastLane
 from authgate.oidc import GrantRevoked, OidcClient
 from authgate.oidc.factory import idp_client
 from authgate.session import SealedBox
+from authgate.session.cookies import SessionCookieFlags
 from authgate.session.manager import AccountGone, Refreshed, Refresher, SessionManager
 from authgate.session.record import IdpTokens
 from authgate.session.store import SessionStore, open_store
@@ -96,6 +97,7 @@ class AuthzState:
     own_cookies: frozenset[str] = field(init=False)
     own_cookies_lower: frozenset[str] = field(init=False)  # what is cut out, in any case
     session_lifetime_s: int = field(init=False)
+    session_cookie_flags: SessionCookieFlags = field(init=False)
     fast_lane: FastLane = field(init=False)  # the routes that mint passes, and their key
 
     def __post_init__(self) -> None:
@@ -106,6 +108,10 @@ class AuthzState:
         self.own_cookies = frozenset(self.cfg.own_cookies)
         self.own_cookies_lower = frozenset(name.lower() for name in self.own_cookies)
         self.session_lifetime_s = int(self.cfg.settings.cookie_expire.total_seconds())
+        self.session_cookie_flags = SessionCookieFlags(
+            same_site=self.cfg.settings.cookie_same_site,
+            http_only=self.cfg.settings.cookie_http_only,
+        )
         self.fast_lane = FastLane(self.cfg)
 
     @classmethod
@@ -137,6 +143,8 @@ class AuthzState:
             idle_timeout_s=settings.session_idle_timeout.total_seconds(),
             refresher=refresher_for(oidc),
             on_change=memo.forget_session,
+            # Only routes with ${pomerium.*} headers need the IdP tokens on the Check path.
+            keep_tokens=any(r.substituted_headers for r in cfg.routes),
         )
         return cls(
             clock=clock or (lambda: datetime.now(UTC)),

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from authgate.config.schema import Settings
+from authgate.config.pomerium_keys import check_config
+from authgate.config.schema import Route, Settings
 from authgate.errors import ConfigError
 
 # Secrets may come from a file named by `<key>_file` (Kubernetes/Docker secrets).
@@ -81,6 +82,8 @@ def settings_from_mapping(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("", "the config file must be a YAML mapping of keys to values")
+    check_config(raw, Settings.model_fields,
+                 [f.alias or n for n, f in Route.model_fields.items()])
     env = os.environ if environ is None else environ
     data = _read_secret_files(_env_overrides(raw, env), base or Path.cwd())
     for file_key in SECRET_FILE_KEYS:

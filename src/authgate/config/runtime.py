@@ -5,6 +5,7 @@ import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.assertion.signer import jwks_bytes
+from authgate.config.pomerium_options import SUBSTITUTION
 from authgate.config.schema import Route, Settings, decode_base64, netloc_of, parse_signing_keys
 from authgate.contract import AUTHENTICATE_ROUTE_ID as AUTHENTICATE_ROUTE_ID
 from authgate.errors import ConfigError
@@ -28,6 +30,16 @@ class RouteRuntime:
     origin: str  # scheme://host[:port]
     hostname: str
     public: bool  # a request without a session may pass
+    # Pomerium keys (issue #13), resolved route over global once here, not per request.
+    claim_headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, claim)
+    claim_header_names: frozenset[str] = frozenset()  # never taken from the client
+    groups_filter: frozenset[str] | None = None  # None: every group
+    issuer: str = ""  # the assertion's iss on this route
+    substituted_headers: tuple[tuple[str, str], ...] = ()  # set_request_headers with ${...}
+    upstream_timeout: timedelta = timedelta(seconds=30)
+    cookie_domain: str | None = None  # the session cookie's Domain (cookie_domain), if any
+    cookie_binding: str = ""  # what its session cookie is sealed to (the host, or the domain)
+    response_headers: tuple[tuple[str, str], ...] = ()  # global set_response_headers + route's
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +61,16 @@ class RuntimeConfig:
     @property
     def cookie_name(self) -> str:
         name = self.settings.cookie_name
-        return f"__Host-{name}" if self.settings.tls else name
+        if not self.settings.tls:
+            return name
+        # `__Host-` forbids a Domain attribute; `__Secure-` still forces Secure.
+        return f"__Secure-{name}" if self.settings.cookie_domain else f"__Host-{name}"
+
+    def cookie_domain_for(self, netloc: str) -> str | None:
+        return cookie_domain_for(self.settings, netloc)
+
+    def cookie_binding(self, netloc: str) -> str:
+        return cookie_binding(self.settings, netloc)
 
     @property
     def login_cookie_name(self) -> str:
@@ -112,6 +133,63 @@ def missing_secrets_warning(settings: Settings) -> str | None:
     )
 
 
+def cookie_domain_for(settings: Settings, netloc: str) -> str | None:
+    """cookie_domain, when this route host is inside it (else its cookie stays per host)."""
+    domain = (settings.cookie_domain or "").lstrip(".").lower()
+    host = netloc.rpartition(":")[0] if netloc.rpartition(":")[2].isdigit() else netloc
+    if domain and (host == domain or host.endswith("." + domain)):
+        return domain
+    return None
+
+
+def cookie_binding(settings: Settings, netloc: str) -> str:
+    """What a route host's session cookie is sealed to: the host, or the shared domain."""
+    domain = cookie_domain_for(settings, netloc)
+    return f"domain:{domain}" if domain else netloc
+
+
+def issuer_for(settings: Settings, issuer_format: str) -> str:
+    """The assertion's iss: the authenticate host (host, hostOnly) or its URL (uri)."""
+    scheme = "https" if settings.tls else "http"
+    authn_netloc = netloc_of(settings.authenticate_service_url)
+    if issuer_format == "uri":
+        return f"{scheme}://{authn_netloc}/"
+    return urlsplit(settings.authenticate_service_url).hostname or authn_netloc
+
+
+def _pomerium_route_options(settings: Settings, route: Route) -> dict[str, object]:
+    """RouteRuntime fields for the issue #13 keys: the route's value, else the global one."""
+    headers = (
+        route.jwt_claims_headers
+        if route.jwt_claims_headers is not None
+        else settings.jwt_claims_headers
+    )
+    allowed = {*settings.jwt_groups_filter, *(route.jwt_groups_filter or ())}
+    return {
+        "claim_headers": tuple((h.lower(), c) for h, c in headers.items()),
+        "claim_header_names": frozenset(h.lower() for h in headers),
+        # Global and route filters add up (Pomerium: both apply); none: every group.
+        "groups_filter": frozenset(allowed) if allowed else None,
+        "issuer": issuer_for(settings, route.jwt_issuer_format or settings.jwt_issuer_format),
+        "substituted_headers": tuple(
+            (name.lower(), value)
+            for name, value in route.set_request_headers.items()
+            if SUBSTITUTION.search(value)
+        ),
+        "upstream_timeout": (
+            route.timeout if route.timeout is not None else settings.default_upstream_timeout
+        ),
+        "cookie_domain": cookie_domain_for(settings, route.from_netloc),
+        "cookie_binding": cookie_binding(settings, route.from_netloc),
+        "response_headers": tuple(
+            {
+                **{k.lower(): v for k, v in settings.set_response_headers.items()},
+                **{k.lower(): v for k, v in route.set_response_headers.items()},
+            }.items()
+        ),
+    }
+
+
 def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
     cookie_secret = settings.cookie_secret
     signing_key_b64 = settings.signing_key
@@ -163,6 +241,7 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
                 origin=f"{scheme}://{route.from_netloc}",
                 hostname=route.from_host,
                 public=not policy.needs_identity(),
+                **_pomerium_route_options(settings, route),  # type: ignore[arg-type]
             )
         )
     hosts: dict[str, RouteRuntime] = {}
@@ -172,10 +251,7 @@ def build_runtime(settings: Settings, warn: bool = True) -> RuntimeConfig:
     if urlsplit(authn_url).scheme != scheme:
         raise ConfigError("authenticate_service_url", f"scheme must be {scheme}")
     authn_netloc = netloc_of(authn_url)
-    if settings.jwt_issuer_format == "uri":
-        issuer = f"{scheme}://{authn_netloc}/"
-    else:
-        issuer = urlsplit(authn_url).hostname or authn_netloc
+    issuer = issuer_for(settings, settings.jwt_issuer_format)
     try:
         signing_keys = tuple(parse_signing_keys(decode_base64(signing_key_b64)))
     except ValueError as exc:  # validated by Settings; reached only by a model built unchecked

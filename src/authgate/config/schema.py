@@ -20,6 +20,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from authgate.assertion.keys import split_pem_blocks
 from authgate.assertion.signer import jwk_thumbprint, public_jwk
 from authgate.config.durations import parse_duration
+from authgate.config.pomerium_options import (
+    ClaimHeaders,
+    RewriteResponseHeader,
+    SameSite,
+    check_claim_headers,
+    check_cookie_settings,
+    check_response_header_name,
+    check_response_headers,
+    substitutions_in,
+    with_route_defaults,
+)
 from authgate.config.tls_schema import (
     CertificatePair,
     CodecType,
@@ -37,6 +48,14 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 DEFAULT_SCOPES = OIDC_DEFAULT_SCOPES
 BearerTokenFormat = Literal["default", "idp_access_token", "idp_identity_token"]
+# Pomerium's level words (authgate.logs maps them for structlog and Envoy).
+LogLevel = Annotated[
+    Literal[
+        "trace", "debug", "info", "warn", "warning", "error", "critical", "fatal", "panic",
+        "off", "none", "disabled",
+    ],
+    BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v),
+]
 
 
 def _split_list(value: object) -> object:
@@ -267,7 +286,6 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
      "upgrade", "content-length"}
 )
-_POMERIUM_TOKEN = re.compile(r"\$\{\s*pomerium\.")
 
 
 def _header_key(name: str) -> str:
@@ -380,8 +398,15 @@ class Route(BaseModel):
     set_request_headers: HeaderMap = Field(default_factory=dict)
     remove_request_headers: StrList = Field(default_factory=list)
     allow_websockets: bool = False
-    timeout: Duration = timedelta(seconds=30)
+    timeout: Duration | None = None  # None: the global default_upstream_timeout
     idle_timeout: Duration = timedelta(minutes=5)
+    # Pomerium keys (issue #13); None: the global setting.
+    jwt_claims_headers: ClaimHeaders | None = None
+    jwt_groups_filter: StrList | None = None
+    jwt_issuer_format: Literal["host", "hostOnly", "uri"] | None = None
+    cors_allow_preflight: bool = False
+    set_response_headers: HeaderMap = Field(default_factory=dict)
+    rewrite_response_headers: list[RewriteResponseHeader] = Field(default_factory=list)
     # Upstream TLS (https:// upstreams only).
     tls_skip_verify: bool = False
     tls_server_name: str | None = None
@@ -481,11 +506,30 @@ class Route(BaseModel):
             seen[key] = name
             if any(c in header_value for c in "\r\n\0"):
                 raise ValueError(f"{name}: the value contains a line break or NUL; remove it")
-            if _POMERIUM_TOKEN.search(header_value):
-                raise ValueError(
-                    f"{name}: Pomerium's ${{pomerium.*}} token substitution is not supported; "
-                    "use pass_identity_headers for the signed identity"
-                )
+            try:
+                substitutions_in(header_value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    # Pomerium keys (issue #13): claim headers, groups filter, issuer, CORS, response headers.
+    @field_validator("jwt_claims_headers")
+    @classmethod
+    def _claim_headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_claim_headers(value)
+
+    @field_validator("set_response_headers")
+    @classmethod
+    def _response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_response_headers(value)
+
+    @field_validator("rewrite_response_headers")
+    @classmethod
+    def _rewrites(cls, value: list[RewriteResponseHeader]) -> list[RewriteResponseHeader]:
+        for rewrite in value:
+            check_response_header_name(rewrite.header)
+            if any(c in rewrite.prefix + rewrite.value for c in "\r\n\0"):
+                raise ValueError(f"{rewrite.header}: a line break or NUL; remove it")
         return value
 
     @field_validator("remove_request_headers")
@@ -718,12 +762,30 @@ class Settings(BaseModel):
     session_refresh_interval: Duration = timedelta(minutes=5)
     session_idle_timeout: Duration = timedelta(0)
     jwt_issuer_format: Literal["host", "hostOnly", "uri"] = "host"
+    # Pomerium keys (issue #13): claim headers (none unless listed), the groups the assertion
+    # may carry (empty: all), cookies, where sign-out lands, timeouts.
+    jwt_claims_headers: ClaimHeaders = Field(default_factory=dict)
+    jwt_groups_filter: StrList = Field(default_factory=list)
+    cookie_domain: str | None = None
+    cookie_same_site: SameSite = "Lax"
+    cookie_http_only: bool = True
+    signout_redirect_url: str | None = None
+    default_upstream_timeout: Duration = timedelta(seconds=30)
+    timeout_read: Duration = timedelta(seconds=30)
+    timeout_write: Duration = timedelta(0)
+    timeout_idle: Duration = timedelta(minutes=5)
+    set_response_headers: HeaderMap = Field(default_factory=dict)  # a route's own win
+    pass_identity_headers: bool | None = None  # the default of routes that set none
     # Scripts (Pomerium's keys): `default` passes `Authorization: Bearer` to the app untouched;
     # `idp_access_token` / `idp_identity_token` read it as a token from the IdP.
     bearer_token_format: BearerTokenFormat = "default"
     idp_access_token_allowed_audiences: StrList = Field(default_factory=list)
     # Where the programmatic login may send its token besides loopback addresses.
     programmatic_redirect_domain_whitelist: StrList = Field(default_factory=lambda: ["localhost"])
+    # Operating it (Pomerium's keys): /metrics, /healthz, /readyz here; log levels.
+    metrics_address: str | None = None
+    log_level: LogLevel = "info"
+    proxy_log_level: LogLevel | None = None  # Envoy's; unset: log_level's, else "warning"
     # authgate's keys: the fast lane (README, "The fast lane"), off unless turned on.
     fast_lane: bool = False
     fast_lane_ttl: Duration = timedelta(seconds=60)
@@ -737,15 +799,35 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:8443 or :443")
         return value
 
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else cls._address(value)
+
     @field_validator("authenticate_service_url")
     @classmethod
     def _authn_url(cls, value: str) -> str:
         return _check_http_url(value, "authenticate_service_url")
 
+    @field_validator("jwt_claims_headers")
+    @classmethod
+    def _claim_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_claim_headers(value)
+
+    @field_validator("signout_redirect_url")
+    @classmethod
+    def _signout_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value, "signout_redirect_url", True)
+
+    @field_validator("set_response_headers")
+    @classmethod
+    def _response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_response_headers(value)
+
     @model_validator(mode="before")
     @classmethod
     def _idp_defaults(cls, data: Any) -> Any:
-        return _with_idp_defaults(data)
+        return with_route_defaults(_with_idp_defaults(data))
 
     @field_validator("idp_provider_url")
     @classmethod
@@ -797,6 +879,7 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
         check_listener_options(self)
+        check_cookie_settings(self.tls, self.cookie_same_site, self.cookie_domain)
         if PROVIDERS[self.idp_provider].protocol == "oidc" and "openid" not in self.idp_scopes:
             raise ValueError("idp_scopes must include `openid`")
         if self.databroker_storage_type == "redis":
@@ -837,6 +920,11 @@ class Settings(BaseModel):
                     "is NOT verified; anyone on the network path can impersonate the upstream "
                     "(use tls_custom_ca_file for a private CA instead)"
                 )
+        if not self.cookie_http_only:
+            notes.append(
+                "cookie_http_only: false lets any script on a route host read the session "
+                "cookie (one XSS steals the sign-in); keep it true unless an app needs it"
+            )
         return notes
 
     @property

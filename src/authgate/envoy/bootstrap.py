@@ -121,12 +121,14 @@ from authgate.contract import (
     RouteKind,
 )
 from authgate.envoy import fast_lane
+from authgate.envoy.access_log import access_log
 from authgate.envoy.downstream_tls import (
     apply_listener_options,
     downstream_tls,
     forwarded_proto_header,
     http_redirect_listener,
 )
+from authgate.envoy.response_rewrite import response_rewrite_filter, response_rewrites
 from authgate.envoy.route_actions import route_target
 from authgate.envoy.upstream_cluster import apply_balancing, respell_digit_fields, upstream_tls
 from authgate.fast_pass import FastLane
@@ -323,11 +325,17 @@ def _http_connection_manager(
     hcm = HttpConnectionManager(
         stat_prefix="authgate",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        access_log=[access_log()],  # JSON lines on Envoy's stdout (envoy/access_log.py)
         route_config=route_config,
         http_filters=[
             *fast_lane.http_filters(lane),
             _ext_authz_filter(authz_timeout_s),
             _cookie_filter(own_cookies),
+            *(
+                [response_rewrite_filter()]
+                if settings is not None and any(r.rewrite_response_headers for r in settings.routes)
+                else []
+            ),
             _router_filter(),
         ],
         normalize_path=True,
@@ -337,8 +345,10 @@ def _http_connection_manager(
         ),
         use_remote_address=True,
         common_http_protocol_options=HttpProtocolOptions(
-            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.DROP_HEADER
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.DROP_HEADER,
+            **_connection_timeouts(settings),
         ),
+        **_request_timeout(settings),
         upgrade_configs=[
             HttpConnectionManagerUpgradeConfig(upgrade_type="websocket", enabled=False)
         ],
@@ -346,6 +356,22 @@ def _http_connection_manager(
     if settings is not None:
         apply_listener_options(hcm, settings)
     return Filter(name=HCM_FILTER, typed_config=_pack(hcm))
+
+
+def _connection_timeouts(settings: Settings | None) -> dict[str, Any]:
+    """Pomerium's timeout_idle (an idle connection) and timeout_write (a stream's whole life;
+    0: none), as Pomerium maps them onto Envoy."""
+    if settings is None:
+        return {}
+    out: dict[str, Any] = {"idle_timeout": settings.timeout_idle}
+    if settings.timeout_write:
+        out["max_stream_duration"] = settings.timeout_write
+    return out
+
+
+def _request_timeout(settings: Settings | None) -> dict[str, Any]:
+    """Pomerium's timeout_read: the whole request must arrive within it (0: no limit)."""
+    return {} if settings is None else {"request_timeout": settings.timeout_read}
 
 
 def build_listener(cfg: RuntimeConfig, authz_timeout_s: float) -> Listener:
@@ -443,7 +469,7 @@ def _route_action(rt: RouteRuntime) -> RouteAction:
     route = rt.route
     action = RouteAction(
         cluster=upstream_cluster_name(rt.id),
-        timeout=timedelta(0) if route.allow_websockets else route.timeout,
+        timeout=timedelta(0) if route.allow_websockets else rt.upstream_timeout,
         idle_timeout=route.idle_timeout,
     )
     if route.allow_websockets:
@@ -459,17 +485,24 @@ def literal_header_value(value: str) -> str:
     return value.replace("%", "%%")
 
 
-def _headers_to_set(route: ConfigRoute) -> list[HeaderValueOption]:
-    """`set_request_headers`, replacing any client value. The router applies these after
-    ext_authz; the schema refuses the x-pomerium- namespace, so none can replace identity."""
+def _overwrite(headers: dict[str, str], skip: Iterable[str] = ()) -> list[HeaderValueOption]:
+    skipped = set(skip)
     return [
         HeaderValueOption(
             header=HeaderValue(key=name.lower(), value=literal_header_value(value)),
             append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
             keep_empty_value=value == "",
         )
-        for name, value in route.set_request_headers.items()
+        for name, value in headers.items()
+        if name.lower() not in skipped
     ]
+
+
+def _headers_to_set(rt: RouteRuntime) -> list[HeaderValueOption]:
+    """`set_request_headers`, replacing any client value. The router applies these after
+    ext_authz; the schema refuses the x-pomerium- namespace, so none can replace identity.
+    Values with `${pomerium.*}` are per user: authz sets those in its answer."""
+    return _overwrite(rt.route.set_request_headers, (n for n, _ in rt.substituted_headers))
 
 
 def _proxy_route(rt: RouteRuntime) -> Route:
@@ -478,9 +511,11 @@ def _proxy_route(rt: RouteRuntime) -> Route:
         name=rt.id,
         match=_route_match(route),
         **route_target(rt, _route_action),
-        typed_per_filter_config=_authz_context(rt.id, RouteKind.ROUTE),
-        request_headers_to_add=_headers_to_set(route),
+        request_headers_to_add=_headers_to_set(rt),
         request_headers_to_remove=[name.lower() for name in route.remove_request_headers],
+        response_headers_to_add=_overwrite(dict(rt.response_headers)),
+        typed_per_filter_config=_authz_context(rt.id, RouteKind.ROUTE)
+        | response_rewrites(route.rewrite_response_headers),
     )
 
 

@@ -57,6 +57,7 @@ from envoy_data_plane.google.protobuf import Any as AnyProto
 from envoy_data_plane.google.protobuf import Empty
 
 from authgate.contract import IDENTITY_PREFIX, POMERIUM_AUTHORIZATION_HEADER, STRIP_COOKIES_HEADER
+from authgate.envoy.response_rewrite import RESPONSE_REWRITE_FILTER
 from authgate.fast_pass import (
     CLOCK_SKEW_S,
     HEADERS_CLAIM,
@@ -176,11 +177,17 @@ def twin_route(route: RoutePass, normal: Route) -> Route:
         match=match,
         route=copy.deepcopy(normal.route),
         typed_per_filter_config={
+            # the route's response header rewrites (rewrite_response_headers), if any
+            **{
+                k: v for k, v in normal.typed_per_filter_config.items()
+                if k == RESPONSE_REWRITE_FILTER
+            },
             EXT_AUTHZ_FILTER: _pack(ExtAuthzPerRoute(disabled=True)),
             HEADER_MUTATION_FILTER: _pack(HeaderMutationPerRoute(mutations=hygiene)),
         },
         request_headers_to_add=headers,
         request_headers_to_remove=list(normal.request_headers_to_remove),
+        response_headers_to_add=list(normal.response_headers_to_add),
     )
 
 

@@ -25,6 +25,7 @@ from authgate.oidc.providers import (
     Provider,
     issuer_matches,
 )
+from authgate.ops.idp_calls import measured
 from authgate.session.record import IdpTokens
 from authgate.session.sealed import same_text
 
@@ -127,7 +128,8 @@ class OidcClient:
         self._client_secret = client_secret
         self.redirect_uri = redirect_uri
         self.scopes = scopes
-        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False)
+        # ops: IdP calls counted and timed
+        self._http = measured(httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False))
         self._metadata: Metadata | None = None
         self._metadata_at = 0.0
         self._jwks: jwt.PyJWKSet | None = None
@@ -333,13 +335,15 @@ class OidcClient:
 
     async def _token_request(self, **params: str) -> dict[str, Any]:
         meta = await self.metadata()
-        oauth = AsyncOAuth2Client(
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            redirect_uri=self.redirect_uri,
-            code_challenge_method="S256",
-            timeout=HTTP_TIMEOUT_S,
-            token_endpoint_auth_method=self.token_auth_method,
+        oauth = measured(  # ops: IdP calls counted and timed
+            AsyncOAuth2Client(
+                client_id=self.client_id,
+                client_secret=self._client_secret,
+                redirect_uri=self.redirect_uri,
+                code_challenge_method="S256",
+                timeout=HTTP_TIMEOUT_S,
+                token_endpoint_auth_method=self.token_auth_method,
+            )
         )
         try:
             token: dict[str, Any] = await oauth.fetch_token(meta.token_endpoint, **params)
@@ -363,6 +367,7 @@ class OidcClient:
             access_expires_at=(
                 time.time() + float(expires_in) if isinstance(expires_in, int | float) else 0.0
             ),
+            id_token=str(token.get("id_token") or (previous.id_token if previous else "")),
         )
 
     async def _with_userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:

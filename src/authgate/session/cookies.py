@@ -6,6 +6,14 @@ reads and removes its own cookies in every such spelling, and never rewrites the
 """
 
 from collections.abc import Iterable
+from typing import TypedDict
+
+
+class SessionCookieFlags(TypedDict):
+    """Pomerium's cookie_same_site and cookie_http_only, for the session cookie."""
+
+    same_site: str
+    http_only: bool
 
 # Cookie pairs are separated by ";" (RFC 6265); "," joins repeated headers and is still a
 # separator for some servers (RFC 2965), so both split here.
@@ -81,12 +89,29 @@ def cookie_header_without(header: str, names: frozenset[str]) -> str:
     )
 
 
-def set_cookie(name: str, value: str, *, max_age: int, secure: bool) -> str:
-    attrs = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+def set_cookie(
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    secure: bool,
+    same_site: str = "Lax",
+    http_only: bool = True,
+    domain: str | None = None,
+) -> str:
+    """`same_site`, `http_only` and `domain` are Pomerium's cookie_* keys, for the session
+    cookie only: the login flow's cookies stay Lax and HttpOnly (Strict would lose them on the
+    IdP's redirect back)."""
+    attrs = [f"{name}={value}", "Path=/", f"Max-Age={max_age}"]
+    if domain:
+        attrs.append(f"Domain={domain}")
+    if http_only:
+        attrs.append("HttpOnly")
+    attrs.append(f"SameSite={same_site}")
     if secure:
         attrs.append("Secure")
     return "; ".join(attrs)
 
 
-def clear_cookie(name: str, *, secure: bool) -> str:
-    return set_cookie(name, "", max_age=0, secure=secure)
+def clear_cookie(name: str, *, secure: bool, domain: str | None = None) -> str:
+    return set_cookie(name, "", max_age=0, secure=secure, domain=domain)

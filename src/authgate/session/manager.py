@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from authgate.ops.metrics import SESSION_REFRESHES, CacheCounter
 from authgate.session.model import Session, identity_from_claims, new_session_id
 from authgate.session.record import IdpTokens, RecordSealer, SessionData
 from authgate.session.reference import ReferenceCodec, SessionRef
@@ -31,6 +32,8 @@ from authgate.session.store import CursorExpired, SessionRecord, SessionStore, S
 log = structlog.get_logger("authgate.sessions")
 
 FEED_INTERVAL_S = 0.2
+_LOOKUPS = CacheCounter("session")  # ops metrics
+_REFRESHES = SESSION_REFRESHES
 STALE_AFTER_S = 1.0  # no successful poll for this long: caches are not trusted
 REFRESH_RETRY_S = 30.0  # after a failed refresh (IdP down), wait this long before the next try
 REFRESH_LOCK_S = 30.0
@@ -71,6 +74,7 @@ class SessionManager:
         refresher: Refresher | None = None,
         cache_size: int = 10_000,
         on_change: Callable[[str], None] | None = None,
+        keep_tokens: bool = False,
     ) -> None:
         self.store = store
         self.refs = ReferenceCodec(master)
@@ -84,6 +88,7 @@ class SessionManager:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_size = cache_size
         self._on_change = on_change  # told the sid of every session that changed (memo)
+        self.keep_tokens = keep_tokens  # the IdP tokens in cached sessions (else not kept)
         self._cursor: str | None = None
         self._fed_at = 0.0  # monotonic time of the last successful poll
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,6 +116,7 @@ class SessionManager:
             identity=identity,
             issued_at=int(now),
             expires_at=int(now) + lifetime_s,
+            tokens=tokens.for_headers() if self.keep_tokens else {},
         )
         record = SessionRecord(
             sid=session.sid,
@@ -133,8 +139,10 @@ class SessionManager:
         now = time.time() if now is None else now
         cached = self._cache.get(ref.sid) if self.fresh() else None
         if cached is None:
+            _LOOKUPS.miss()
             cached = await self._read(ref.sid)
         else:
+            _LOOKUPS.hit()
             self._cache.move_to_end(ref.sid)
         session = cached.session
         if session is None or session.issued_at != ref.issued_at:
@@ -242,6 +250,7 @@ class SessionManager:
                 identity=data.identity,
                 issued_at=int(record.created_at),
                 expires_at=int(record.expires_at),
+                tokens=data.tokens.for_headers() if self.keep_tokens else {},
             )
             cached = _Cached(
                 session,
@@ -300,10 +309,12 @@ class SessionManager:
         try:
             result = await self._refresher(data.tokens)
         except AccountGone as exc:
+            _REFRESHES.labels("revoked").inc()
             log.info("session_ended", sid_hint=sid[:6], why=f"identity provider: {exc}")
             await self.revoke(sid)
             return
         except Exception as exc:  # the IdP is down or answered nonsense: keep, within grace
+            _REFRESHES.labels("failure").inc()
             log.warning("session_refresh_failed", sid_hint=sid[:6], error=str(exc)[:200])
             return
         now = time.time()
@@ -320,5 +331,6 @@ class SessionManager:
         )
         blob = self._sealer.seal(sid, SessionData(identity, tokens))
         await self.store.update(sid, data=blob, refreshed_at=now)
+        _REFRESHES.labels("success").inc()
         log.info("session_refreshed", sid_hint=sid[:6], groups=len(identity.groups))
 

@@ -50,6 +50,8 @@ class Session:
     issued_at: int
     expires_at: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # The IdP's tokens for `${pomerium.*}` request headers; never in a repr (logs).
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_claims(

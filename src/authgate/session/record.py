@@ -19,9 +19,19 @@ class IdpTokens:
     access_token: str = ""
     refresh_token: str = ""
     access_expires_at: float = 0.0
+    id_token: str = ""  # for `${pomerium.id_token}` in set_request_headers
 
     def to_wire(self) -> dict[str, Any]:
-        return {"at": self.access_token, "rt": self.refresh_token, "ate": self.access_expires_at}
+        return {
+            "at": self.access_token,
+            "rt": self.refresh_token,
+            "ate": self.access_expires_at,
+            "it": self.id_token,
+        }
+
+    def for_headers(self) -> dict[str, str]:
+        """What `${pomerium.access_token}` / `${pomerium.id_token}` stand for."""
+        return {"access_token": self.access_token, "id_token": self.id_token}
 
     @classmethod
     def from_wire(cls, data: object) -> "IdpTokens":
@@ -32,6 +42,7 @@ class IdpTokens:
             access_token=str(data.get("at") or ""),
             refresh_token=str(data.get("rt") or ""),
             access_expires_at=float(expires) if isinstance(expires, int | float) else 0.0,
+            id_token=str(data.get("it") or ""),
         )
 
 

@@ -1,0 +1,1 @@
+"""Running authgate as a service: Prometheus metrics, /healthz and /readyz, decision logs."""
