@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -136,6 +137,7 @@ class K8sStack:
     pki: TestPKI
     https: int
     ops: int
+    admin: int
     app: SampleUpstream
     grpc: list[int]
     metrics: list[int]
@@ -265,7 +267,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sStack]:
             write_envoy_config(envoy_path, pki, https=https, ops=ops, admin=admin, authz=grpc,
                                app=app.port)
             procs.append(start_envoy(envoy_path, ops, log, procs))
-            yield K8sStack(work, pki, https, ops, app, grpc, metrics, procs[:REPLICAS], log)
+            yield K8sStack(work, pki, https, ops, admin, app, grpc, metrics, procs[:REPLICAS],
+                           log)
         finally:
             _stop(procs)
             app.stop()
@@ -277,6 +280,35 @@ def test_authz_probes_answer_on_the_metrics_port(stack: K8sStack) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert scrape.status_code == 200 and "# TYPE" in scrape.text
+
+
+def grpc_health(port: int) -> bytes:
+    """grpc.health.v1.Health/Check for the whole server (service ""), as Envoy's health checks
+    ask it: the raw answer (b"\\x08\\x01" is status SERVING)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        answer: bytes = check(b"", timeout=10)
+        return answer
+
+
+def test_envoy_health_checks_see_every_replica(stack: K8sStack) -> None:
+    for port in stack.grpc:
+        try:
+            assert grpc_health(port) == b"\x08\x01"
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                pytest.skip("authz does not serve grpc.health.v1 yet (issue #12, ops-run)")
+            raise
+    wanted = [f"authgate_authz::127.0.0.1:{port}::health_flags::healthy" for port in stack.grpc]
+    deadline = time.monotonic() + 30  # a few health check rounds (interval 2 s)
+    while True:
+        clusters = httpx.get(f"http://127.0.0.1:{stack.admin}/clusters", timeout=5).text
+        if all(line in clusters.splitlines() for line in wanted):
+            break
+        assert time.monotonic() < deadline, [
+            x for x in clusters.splitlines() if "authgate_authz" in x and "health_flags" in x
+        ]
+        time.sleep(0.5)
 
 
 def test_ops_listener_serves_only_ready_and_stats(stack: K8sStack) -> None:
