@@ -446,15 +446,18 @@ def _start_login(stack: HostileStack, browser: httpx.Client) -> tuple[str, httpx
     return query_param(str(authorize.url), "state") or "", page
 
 
-def _code_for(stack: HostileStack, browser: httpx.Client, page: httpx.Response) -> str:
-    """Sign in at the IdP and stop before authgate's callback; return the code."""
+def _callback_params(
+    stack: HostileStack, browser: httpx.Client, page: httpx.Response
+) -> dict[str, str]:
+    """Sign in at the IdP and stop before authgate's callback; return the code (and the IdP's
+    RFC 9207 `iss`, so the cases below are refused for their state, not for a missing iss)."""
     browser.follow_redirects = True
     browser.event_hooks["request"] = []
-    codes: list[str] = []
+    codes: list[dict[str, str]] = []
 
     def stop_at_callback(request: httpx.Request) -> None:
         if request.url.path == "/oauth2/callback":
-            codes.append(request.url.params["code"])
+            codes.append({k: v for k, v in request.url.params.items() if k in ("code", "iss")})
             raise httpx.ConnectError("stopped before the callback", request=request)
 
     browser.event_hooks["request"] = [stop_at_callback]
@@ -470,26 +473,26 @@ def test_oauth_callback_without_the_right_state_is_refused(hostile_stack: Hostil
     with stack.client() as victim, stack.client() as attacker:
         victim_state, _ = _start_login(stack, victim)
         attacker_state, attacker_page = _start_login(stack, attacker)
-        attacker_code = _code_for(stack, attacker, attacker_page)
+        attacker_code = _callback_params(stack, attacker, attacker_page)
         victim.follow_redirects = attacker.follow_redirects = False
         login_cookie = _cookie(victim.cookies, "authenticate.test", AUTHN_LOGIN_COOKIE)
         assert login_cookie
         cases = {
-            "no state": (victim, {"code": attacker_code}),
-            "empty state": (victim, {"code": attacker_code, "state": ""}),
-            "wrong state": (victim, {"code": attacker_code, "state": "x" * 32}),
-            "non-ASCII state": (victim, {"code": attacker_code, "state": "\u00e9" * 32}),
+            "no state": (victim, {**attacker_code}),
+            "empty state": (victim, {**attacker_code, "state": ""}),
+            "wrong state": (victim, {**attacker_code, "state": "x" * 32}),
+            "non-ASCII state": (victim, {**attacker_code, "state": "\u00e9" * 32}),
             "attacker's state in the victim's browser": (
                 victim,
-                {"code": attacker_code, "state": attacker_state},
+                {**attacker_code, "state": attacker_state},
             ),
             "state twice": (
                 victim,
-                [("code", attacker_code), ("state", victim_state), ("state", victim_state)],
+                [*attacker_code.items(), ("state", victim_state), ("state", victim_state)],
             ),
             "victim's state with the attacker's code (PKCE mismatch)": (
                 victim,
-                {"code": attacker_code, "state": victim_state},
+                {**attacker_code, "state": victim_state},
             ),
             "a made-up code": (victim, {"code": "made-up", "state": victim_state}),
         }
@@ -500,7 +503,7 @@ def test_oauth_callback_without_the_right_state_is_refused(hostile_stack: Hostil
         # without any login cookie at all
         with stack.client(follow=False) as stranger:
             answer = stranger.get(
-                callback + "?" + urlencode({"code": attacker_code, "state": attacker_state})
+                callback + "?" + urlencode({**attacker_code, "state": attacker_state})
             )
         assert hostile(
             "tokens: OAuth callback state/code",
@@ -519,7 +522,7 @@ def test_oauth_callback_without_the_right_state_is_refused(hostile_stack: Hostil
         )
         with stack.client(follow=False) as stranger:
             answer = stranger.get(
-                callback + "?" + urlencode({"code": attacker_code, "state": "s" * 32}),
+                callback + "?" + urlencode({**attacker_code, "state": "s" * 32}),
                 headers={"cookie": f"{AUTHN_LOGIN_COOKIE}={aged}"},
             )
         assert hostile(
@@ -529,7 +532,7 @@ def test_oauth_callback_without_the_right_state_is_refused(hostile_stack: Hostil
         # the attacker's own callback still works: the refusals came from state and PKCE checks
         attacker.follow_redirects = True
         done = attacker.get(
-            callback + "?" + urlencode({"code": attacker_code, "state": attacker_state})
+            callback + "?" + urlencode({**attacker_code, "state": attacker_state})
         )
         assert done.status_code == 200 and done.json()["user"]["username"] == "eve@evil.test"
 
@@ -538,9 +541,9 @@ def test_authorization_code_is_single_use(hostile_stack: HostileStack) -> None:
     stack = hostile_stack
     with stack.client() as browser:
         state, page = _start_login(stack, browser)
-        code = _code_for(stack, browser, page)
+        params = _callback_params(stack, browser, page)
         url = stack.url(
-            "authenticate.test", "/oauth2/callback?" + urlencode({"code": code, "state": state})
+            "authenticate.test", "/oauth2/callback?" + urlencode({**params, "state": state})
         )
         login_cookie = _cookie(browser.cookies, "authenticate.test", AUTHN_LOGIN_COOKIE)
         assert browser.get(url).status_code == 200

@@ -3,7 +3,8 @@
 No Docker and no subprocess: the compose file, the Envoy bootstrap generated from
 deploy/compose/config.yaml, the Jenkins JCasC file and the Dockerfiles are read and cross-checked.
 That the committed bootstrap matches a fresh generation: tests/integration/test_generated_files.py;
-that the real `envoy --mode validate` accepts it: tests/integration/test_envoy_validate.py.
+that the real `envoy --mode validate` accepts it: tests/integration/test_envoy_validate.py;
+the health checks run for real: tests/integration/test_compose_health.py.
 tests/integration/test_compose.py runs the stack itself where a Docker engine answers.
 """
 
@@ -381,15 +382,56 @@ def test_readme_creates_the_certificate_for_both_hosts(runtime: RuntimeConfig) -
     assert "alice@example.com" in readme and "alice-password" in readme
 
 
-def test_kubernetes_example_parses_and_wires_authz_to_the_sidecar() -> None:
-    manifest = REPO_ROOT / "deploy" / "kubernetes" / "authgate.yaml"
-    docs = list(yaml.safe_load_all(manifest.read_text(encoding="utf-8")))
-    kinds = {doc["kind"]: doc for doc in docs}
-    assert set(kinds) == {"Deployment", "Service"}
-    containers = {
-        c["name"]: c for c in kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
-    }
-    authz_args = containers["authz"]["args"]
-    assert authz_args[authz_args.index("--listen") + 1] == "127.0.0.1:9191"
-    assert "--authz 127.0.0.1:9191" in DEPLOY_README.read_text(encoding="utf-8")
-    assert "1.40" in containers["envoy"]["image"]
+# ---------------------------------------------------------------------------- (d) health
+
+
+def _healthcheck(service: dict[str, Any]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD", "exec form: no shell needed in the image"
+    return [str(word) for word in test[1:]]
+
+
+def test_authgate_healthcheck_asks_readyz_on_metrics_address(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The port the compose healthcheck asks is the config's metrics_address, on loopback."""
+    raw = yaml.safe_load(STACK_CONFIG.read_text(encoding="utf-8"))
+    host, _, port = str(raw["metrics_address"]).rpartition(":")
+    assert host == "0.0.0.0", "reachable from the container's loopback (and the network)"
+    authgate = services["authgate"]
+    program, flag, code = _healthcheck(authgate)
+    assert (program, flag) == ("python", "-c"), "the image has Python, not curl"
+    assert f"urlopen('http://127.0.0.1:{port}/readyz'" in code
+    assert str(port) in {str(p) for p in authgate["expose"]}
+
+
+def test_envoy_healthcheck_asks_admin_ready(services: dict[str, dict[str, Any]]) -> None:
+    bootstrap = yaml.safe_load(ENVOY_BOOTSTRAP.read_text(encoding="utf-8"))
+    admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    program, flag, script = _healthcheck(services["envoy"])
+    assert (program, flag) == ("bash", "-c"), "the Envoy image has bash, not curl"
+    assert f"/dev/tcp/127.0.0.1/{admin_port}" in script
+    assert "GET /ready HTTP/1.1" in script and "grep -q ' 200 '" in script
+
+
+def test_dependencies_wait_for_health(services: dict[str, dict[str, Any]]) -> None:
+    envoy, authgate = services["envoy"], services["authgate"]
+    assert envoy["depends_on"]["authgate"] == {"condition": "service_healthy"}
+    assert authgate["depends_on"]["idp"] == {"condition": "service_healthy"}
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on with conditions"
+        for other, how in depends.items():
+            if how["condition"] == "service_healthy":
+                assert "healthcheck" in services[other], f"{name} waits for {other}'s health"
+
+
+def test_image_can_keep_the_embedded_session_store(services: dict[str, dict[str, Any]]) -> None:
+    """The image runs as uid 10001 with HOME=/nonexistent: STATE_DIRECTORY must be a directory
+    it owns (authgate's default store location otherwise), kept in a volume."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    state = re.search(r"^ENV STATE_DIRECTORY=(\S+)$", dockerfile, re.MULTILINE)
+    assert state, "the Dockerfile sets STATE_DIRECTORY"
+    assert re.search(rf"install -d -o 10001 -g 10001 .*{re.escape(state[1])}$", dockerfile,
+                     re.MULTILINE)
+    assert _mount_target(services["authgate"], "authgate-state") == state[1]
