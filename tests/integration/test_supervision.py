@@ -50,6 +50,14 @@ def host_successes(gate: Gate, socket: str) -> int:
                if line.startswith(prefix))
 
 
+def envoy_stats(gate: Gate, word: str) -> list[str]:
+    transport = httpx.HTTPTransport(uds=str(gate.stack.runtime_dir / "admin.sock"))
+    with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as admin:
+        text = admin.get("/stats").text
+    return [line for line in text.splitlines()
+            if "authgate_authz" in line and word in line and not line.endswith(": 0")]
+
+
 def test_a_killed_worker_is_replaced_while_the_other_serves(gate: Gate, alice: str) -> None:
     rdir = gate.stack.runtime_dir
     before = run_state(rdir)
@@ -83,7 +91,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(gate: Gate, alice: s
     assert after["envoy_pid"] == before["envoy_pid"]
     assert "was killed by SIGKILL; restarting" in gate.stack.log()
     print(f"worker killed under load: {dict(load.statuses)}, replacement serving "
-          f"{served_after:.2f} s after the kill")
+          f"{served_after:.2f} s after the kill; {envoy_stats(gate, 'retry')}")
 
 
 def test_a_killed_envoy_is_restarted(gate: Gate, alice: str) -> None:

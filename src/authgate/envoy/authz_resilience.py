@@ -29,13 +29,16 @@ HEALTH_INTERVAL = timedelta(milliseconds=500)
 def authz_health_checks() -> list[HealthCheck]:
     return [
         HealthCheck(
-            timeout=timedelta(seconds=1),
+            # Two failed checks, not one: a busy worker whose answer is late (a loaded machine)
+            # must stay in; a dead one refuses at once, and outlier detection has ejected it
+            # already if it had traffic.
+            timeout=timedelta(seconds=2),
             interval=HEALTH_INTERVAL,
             # Without traffic Envoy would check only once a minute: a restarted worker must
             # come back in within a second whatever the load.
             no_traffic_interval=HEALTH_INTERVAL,
             unhealthy_interval=HEALTH_INTERVAL,
-            unhealthy_threshold=1,
+            unhealthy_threshold=2,
             healthy_threshold=1,
             grpc_health_check=HealthCheckGrpcHealthCheck(),
         )
@@ -56,7 +59,8 @@ def authz_outlier_detection() -> OutlierDetection:
         interval=timedelta(milliseconds=500),
         base_ejection_time=timedelta(seconds=1),
         max_ejection_time=timedelta(seconds=2),
-        max_ejection_percent=100,
+        # Never all of them: one refused connection must not leave no worker at all.
+        max_ejection_percent=50,
         successful_active_health_check_uneject_host=True,
     )
 

@@ -584,7 +584,10 @@ def build_authz_cluster(authz_endpoints: Sequence[str], health_checked: bool = F
         )
     )
     limits = CircuitBreakersThresholds(
-        max_connections=_UNLIMITED, max_pending_requests=_UNLIMITED, max_requests=_UNLIMITED
+        max_connections=_UNLIMITED, max_pending_requests=_UNLIMITED, max_requests=_UNLIMITED,
+        # Envoy allows 3 concurrent retries per cluster by default: when a worker dies under
+        # load, every Check it had in flight is retried at once (at most twice each).
+        max_retries=_UNLIMITED,
     )
     return Cluster(
         name=AUTHZ_CLUSTER,
