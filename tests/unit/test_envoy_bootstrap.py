@@ -246,7 +246,7 @@ def test_authz_cluster(tmp_path: Path) -> None:
     assert "http2_protocol_options" in options["explicit_http_config"]
     (limits,) = authz["circuit_breakers"]["thresholds"]
     assert limits == {"max_connections": 100000, "max_pending_requests": 100000,
-                      "max_requests": 100000}
+                      "max_requests": 100000, "max_retries": 100000}
     assert doc["admin"]["address"] == {"pipe": {"path": "/run/authgate/envoy-admin.sock"}}
 
 
