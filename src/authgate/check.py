@@ -12,7 +12,6 @@ upstream" after sign-in; `authgate run` and `authgate authz` print the same line
 """
 
 import contextlib
-import ipaddress
 import json
 import math
 import socket
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 from authgate.config import Route, RuntimeConfig, Settings
 from authgate.config.runtime import issuer_for
 from authgate.config.schema import decode_base64
+from authgate.envoy.upstream_cluster import is_ip_literal
 from authgate.policy import CompiledPolicy, Identity, Node, compile_route_policy
 from authgate.policy.analysis import (
     ANYONE,
@@ -596,14 +596,6 @@ def resolve_names(
     return answer
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _route_names(settings: Settings, indexes: list[int]) -> str:
     return ", ".join(f"routes[{i}] ({settings.routes[i].from_})" for i in indexes)
 
@@ -622,7 +614,7 @@ def upstream_findings(
         for upstream in route.upstreams:
             if upstream.scheme == "unix":
                 users = sockets.setdefault(upstream.path, [])
-            elif not _is_ip(upstream.host):
+            elif not is_ip_literal(upstream.host):
                 users = names.setdefault(upstream.host, [])
                 ports.setdefault(upstream.host, upstream.port)
             else:
@@ -637,7 +629,9 @@ def upstream_findings(
             continue
         alone = any(
             all(
-                u.scheme != "unix" and not _is_ip(u.host) and resolved.get(u.host, "ok") != "ok"
+                u.scheme != "unix"
+                and not is_ip_literal(u.host)
+                and resolved.get(u.host, "ok") != "ok"
                 for u in settings.routes[i].upstreams
             )
             for i in routes

@@ -7,7 +7,6 @@ authz server never re-matches URLs. ext_authz fails closed (`failure_mode_allow:
 `upstream-<route id>` per route.
 """
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -136,7 +135,12 @@ from authgate.envoy.downstream_tls import (
 )
 from authgate.envoy.response_rewrite import response_rewrite_filter, response_rewrites
 from authgate.envoy.route_actions import route_target
-from authgate.envoy.upstream_cluster import apply_balancing, respell_digit_fields, upstream_tls
+from authgate.envoy.upstream_cluster import (
+    apply_balancing,
+    is_ip_literal,
+    respell_digit_fields,
+    upstream_tls,
+)
 from authgate.fast_pass import FastLane
 from authgate.routing import domains_for
 
@@ -193,17 +197,9 @@ def _socket_address(host: str, port: int) -> Address:
     return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _needs_dns(addresses: Iterable[Address]) -> bool:
     return any(
-        a.socket_address is not None and not _is_ip_literal(a.socket_address.address)
+        a.socket_address is not None and not is_ip_literal(a.socket_address.address)
         for a in addresses
     )
 

@@ -34,7 +34,7 @@ _LB_POLICIES = {
 }
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -84,7 +84,7 @@ def client_certificate(route: Route) -> TlsCertificate | None:
 
 def _san_matcher(host: str) -> SubjectAltNameMatcher:
     san_type = (
-        SubjectAltNameMatcherSanType.IP_ADDRESS if _is_ip_literal(host)
+        SubjectAltNameMatcherSanType.IP_ADDRESS if is_ip_literal(host)
         else SubjectAltNameMatcherSanType.DNS
     )
     return SubjectAltNameMatcher(san_type=san_type, matcher=StringMatcher(exact=host))
@@ -109,7 +109,7 @@ def upstream_tls(route: Route, settings: Settings | None, default_ca_file: str) 
     context = UpstreamTlsContext(
         common_tls_context=common, allow_renegotiation=route.tls_upstream_allow_renegotiation
     )
-    if not _is_ip_literal(distinct[0]):
+    if not is_ip_literal(distinct[0]):
         context.sni = distinct[0]
     return TransportSocket(name=TLS_SOCKET, typed_config=AnyProto.pack(context))
 
