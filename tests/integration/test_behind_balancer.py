@@ -68,6 +68,7 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
             "address": f"127.0.0.1:{gate_port}",
             "insecure_server": True,
             "xff_num_trusted_hops": 1,
+            "jwt_claims_headers": ["email"],
             "authenticate_service_url": f"https://authenticate.test:{front_port}",
             "idp_provider_url": idp.issuer,
             "idp_client_id": "authgate",
