@@ -273,6 +273,8 @@ class BenchConfig:
             "idp_provider_url": "https://idp.example.com",
             "idp_client_id": "authgate",
             "idp_client_secret": "bench-secret",
+            # The headers the sanity check reads (Pomerium sends none unless listed).
+            "jwt_claims_headers": ["email", "groups"],
             "cookie_secret": self.cookie_secret,
             "signing_key": self.signing_key,
             **self.session_store,

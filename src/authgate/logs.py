@@ -6,7 +6,8 @@ Envoy's --log-level understand."""
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, BinaryIO
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 import structlog
@@ -44,6 +45,25 @@ def envoy_level(level: str) -> str:
     return "off" if level in _OFF else _ENVOY.get(level, level)
 
 
+class _HotLines:
+    """Where `info_line` writes: None while info lines are filtered out."""
+
+    out: BinaryIO | None = None
+
+
+def info_line(fields: dict[str, Any]) -> None:
+    """One info line with `fields`, the same shape structlog writes (event, level, time), without
+    its processor chain: the decision line is written once per Check, and structlog's chain was
+    most of that cost (about 5 of 7 µs)."""
+    out = _HotLines.out
+    if out is None:
+        return
+    fields["level"] = "info"
+    fields["time"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    out.write(orjson.dumps(fields) + b"\n")
+    out.flush()
+
+
 def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> None:
     """`stream`: where lines go (stderr by default). orjson renders them: the decision line is
     written once per Check, and the JSON step was the largest part of its cost."""
@@ -62,6 +82,7 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> No
         logger_factory=structlog.BytesLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+    _HotLines.out = out if python_level(level) <= logging.INFO else None
 
 
 def proxy_log_level(settings: "Settings") -> str:

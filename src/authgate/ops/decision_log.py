@@ -8,18 +8,15 @@ header value, token or secret can reach the log."""
 from dataclasses import dataclass
 from time import perf_counter
 
-import structlog
-
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.authz.context import RequestContext
 from authgate.authz.decision import Allow, Decision
 from authgate.contract import EXT_ROUTE_ID, RouteKind
+from authgate.logs import info_line
 from authgate.ops.metrics import ALLOW, DENY, ENDPOINT, ERROR, check_observer
 from authgate.policy import PolicyInput
 from authgate.policy.explanation import Explanation
 from authgate.policy.ppl import CompiledPolicy
-
-log = structlog.get_logger("authgate.decision")
 
 _OWN_PAGES = frozenset({RouteKind.INTERNAL.value, RouteKind.AUTHENTICATE.value})
 # A client chooses these lengths (behind your own Envoy, the request id too): lines stay bounded.
@@ -79,16 +76,18 @@ def _emit(
     inc, observe = check_observer(route, outcome)
     inc()
     observe(seconds)
-    log.info(
-        "decision",
-        request_id=request_id,
-        route=route,
-        host=host,
-        path=path[:MAX_PATH],
-        user=user or None,
-        outcome=outcome,
-        rule=rule or None,
-        latency_ms=round(seconds * 1000.0, 3),
+    info_line(
+        {
+            "event": "decision",
+            "request_id": request_id,
+            "route": route,
+            "host": host,
+            "path": path[:MAX_PATH],
+            "user": user or None,
+            "outcome": outcome,
+            "rule": rule or None,
+            "latency_ms": round(seconds * 1000.0, 3),
+        }
     )
 
 
