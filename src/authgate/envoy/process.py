@@ -78,8 +78,12 @@ class EnvoyProcess:
         log_level: str = "warning",
         concurrency: int | None = None,
         extra_args: tuple[str, ...] = (),
+        stdout_passthrough: bool = False,
     ) -> None:
+        """`stdout_passthrough`: Envoy's stdout (its JSON access log) goes to ours, as
+        `authgate run` wants; its own log lines (stderr) stay in `envoy.log` either way."""
         self.workdir = Path(workdir)
+        self.stdout_passthrough = stdout_passthrough
         self.log_level = log_level
         self.concurrency = concurrency
         self.extra_args = extra_args
@@ -118,8 +122,8 @@ class EnvoyProcess:
         self._log = self.log_path.open("ab" if append_log else "wb")
         self._proc = subprocess.Popen(
             self.command(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=None if self.stdout_passthrough else self._log,
+            stderr=self._log if self.stdout_passthrough else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # Its own process group: a terminal's Ctrl-C reaches only whoever started Envoy,
             # which stops it in order; the parent-death signal covers a parent that is killed.

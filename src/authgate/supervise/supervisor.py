@@ -193,7 +193,10 @@ class Supervisor:
                 "--drain-time-s", str(DRAIN_TIME_S), "--drain-strategy", "immediate",
                 # xDS files are held to the same rules as a static bootstrap.
                 "--reject-unknown-dynamic-fields",
+                # The access log reaches the run's stdout within a second, not ten.
+                "--file-flush-interval-msec", "1000",
             ),
+            stdout_passthrough=True,
         )
         self.envoy.start()
         self.envoy.wait_ready(timeout=30)
