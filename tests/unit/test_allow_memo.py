@@ -294,9 +294,9 @@ async def test_forget_session_drops_exactly_that_sessions_answers() -> None:
     bytes_before = memo.bytes
 
     def kept(request: Any) -> bytes | None:
-        key = memo.key(request.attributes)
-        assert key is not None
-        return memo.get(key)
+        probe = memo.probe(request.attributes)
+        assert probe is not None
+        return memo.get(probe[0])
 
     memo.forget_session(alice.sid)
     assert len(memo) == 2

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from authgate._pb.envoy.service.auth.v3 import attribute_context_pb2
 from authgate.config import RuntimeConfig
 from authgate.contract import CLIENT_ADDRESS_HEADER, EXT_KIND, EXT_ROUTE_ID, RouteKind
-from authgate.ops.decision_log import Note
+from authgate.ops.decision_log import MAX_ID, Note
 from authgate.ops.metrics import CacheCounter
 from authgate.policy.ppl import (
     SCOPE_CERTIFICATE,
@@ -116,8 +116,9 @@ class AllowMemo:
                 plans[route_id] = replace(plan, certificate=True) if mtls else plan
         return cls(plans, limit, max_bytes)
 
-    def key(self, attrs: attribute_context_pb2.AttributeContext) -> Key | None:
-        """The request's key, or None when its answer is never cached."""
+    def probe(self, attrs: attribute_context_pb2.AttributeContext) -> tuple[Key, str] | None:
+        """The request's key and Envoy's x-request-id (for the decision line; read in the same
+        pass over the headers), or None when its answer is never cached."""
         ext = attrs.context_extensions
         if ext.get(EXT_KIND) != RouteKind.ROUTE:
             return None
@@ -129,14 +130,18 @@ class AllowMemo:
         if http.HasField("header_map"):  # encode_raw_headers: what the generated Envoy sends
             names = []
             cookies = []
+            request_id = b""
             for entry in http.header_map.headers:
                 name = entry.key
                 names.append(name)
                 if name == "cookie":
                     cookies.append(entry.raw_value)
+                elif name == "x-request-id":
+                    request_id = entry.raw_value
             if "authorization" in names or "x-pomerium-authorization" in names:
                 return None  # the answer depends on a token: always the full path
             key: Key = (route_id, tuple(cookies), tuple(names))
+            rid = request_id[:MAX_ID].decode("ascii", "replace")
             if plan.cors:
                 values = {e.key: e.raw_value for e in http.header_map.headers if e.key in _CORS}
                 key += (http.method, *(values.get(h) for h in _CORS_HEADERS))
@@ -145,6 +150,7 @@ class AllowMemo:
             if "authorization" in headers or "x-pomerium-authorization" in headers:
                 return None
             key = (route_id, headers.get("cookie"), tuple(headers))
+            rid = headers.get("x-request-id", "")[:MAX_ID]
             if plan.cors:
                 key += (http.method, *(headers.get(h) for h in _CORS_HEADERS))
         if plan.request:
@@ -153,7 +159,7 @@ class AllowMemo:
             key += (attrs.source.address.socket_address.address, _client_address(http))
         if plan.certificate:
             key += (attrs.source.certificate,)
-        return key
+        return key, rid
 
     def lookup(self, key: Key) -> tuple[bytes, Note] | None:
         """The kept answer and its decision-log note, while still valid."""

@@ -44,11 +44,13 @@ class AuthorizationServicer:
         started = perf_counter()  # ops: decision log and metrics
         try:
             # Kept answers only while this worker hears of every session change in time.
-            key = self.memo.key(request.attributes) if self.sessions.fresh() else None
-            if key is not None:
+            probe = self.memo.probe(request.attributes) if self.sessions.fresh() else None
+            key = None
+            if probe is not None:
+                key, request_id = probe
                 kept = self.memo.lookup(key)
                 if kept is not None:
-                    record_kept(request.attributes.request.http, kept[1], started)
+                    record_kept(request.attributes.request.http, request_id, kept[1], started)
                     return kept[0]
             ctx = request_context(request)
             decision = await decide(self.state, ctx, started)

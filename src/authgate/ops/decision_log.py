@@ -116,11 +116,15 @@ def _request_id(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str
 
 
 def record_kept(
-    http: attribute_context_pb2.AttributeContext.HttpRequest, note: Note, started: float
+    http: attribute_context_pb2.AttributeContext.HttpRequest,
+    request_id: str,
+    note: Note,
+    started: float,
 ) -> None:
-    """A kept allow answered again (no RequestContext is built on this path)."""
+    """A kept allow answered again (no RequestContext is built on this path; the memo read the
+    request id in its pass over the headers)."""
     _emit(
-        _request_id(http),
+        request_id,
         note.route,
         http.host.lower(),
         http.path.partition("?")[0],
