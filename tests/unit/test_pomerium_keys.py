@@ -385,9 +385,3 @@ def test_the_fast_lane_twin_keeps_the_response_headers() -> None:
     assert twin["response_headers_to_add"] == normal["response_headers_to_add"]
     assert (twin["typed_per_filter_config"][RESPONSE_REWRITE_FILTER]
             == normal["typed_per_filter_config"][RESPONSE_REWRITE_FILTER])
-
-
-def test_same_site_strict_is_a_warning() -> None:
-    """Chromium loops on sign-in with a Strict session cookie (test_browser_cookies.py)."""
-    assert any("cookie_same_site" in n for n in load(cookie_same_site="Strict").config_warnings())
-    assert not load(cookie_same_site="Lax").config_warnings()

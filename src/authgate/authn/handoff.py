@@ -86,6 +86,7 @@ async def accept_hand_off(
         domain=route.cookie_domain,
         **state.session_cookie_flags,
     )
-    return pages.redirect(
-        target, cookies=(cookie, clear_cookie(state.login_cookie, secure=state.secure))
-    )
+    cookies = (cookie, clear_cookie(state.login_cookie, secure=state.secure))
+    if state.session_cookie_flags["same_site"].lower() == "strict":
+        return pages.continue_to(target, cookies)
+    return pages.redirect(target, cookies)

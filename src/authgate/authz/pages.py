@@ -94,5 +94,14 @@ def error(
     return json_answer(status, payload)
 
 
+def continue_to(location: str, cookies: tuple[str, ...] = ()) -> Respond:
+    """A page that sends the browser on to `location` itself (meta refresh). Its navigation
+    starts on this site, so a SameSite=Strict cookie just set goes with it; a 302 would extend
+    the redirect chain that began at the IdP (another site), which carries no Strict cookie."""
+    url = html.escape(location, quote=True)
+    body = f'<meta http-equiv="refresh" content="0;url={url}"><p><a href="{url}">Continue</a></p>'
+    return html_page(200, "Signed in", body, cookies)
+
+
 def redirect(location: str, cookies: tuple[str, ...] = ()) -> Respond:
     return Respond(status=302, headers=(("location", location), _NO_STORE), cookies=cookies)

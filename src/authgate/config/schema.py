@@ -925,13 +925,6 @@ class Settings(BaseModel):
                 "cookie_http_only: false lets any script on a route host read the session "
                 "cookie (one XSS steals the sign-in); keep it true unless an app needs it"
             )
-        if self.cookie_same_site.lower() == "strict":
-            # The hand-off ends a redirect chain that began at the IdP (another site), so a
-            # browser does not send a Strict cookie on its last hop: sign-in loops.
-            notes.append(
-                "cookie_same_site: Strict breaks sign-in in browsers (the session cookie is not "
-                "sent after the IdP's redirects and sign-in starts again); use Lax"
-            )
         return notes
 
     @property
