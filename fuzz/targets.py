@@ -367,7 +367,7 @@ def check_request(
     for name, value in headers.items():
         http.headers[name.lower()] = value
     attrs.source.address.socket_address.address = "127.0.0.1"
-    worker_state().allow_memo.key(attrs)  # the fast path reads the request first
+    worker_state().allow_memo.probe(attrs)  # the fast path reads the request first
     ctx = request_context(request)
     decision = asyncio.run(decide(worker_state(), ctx))
     to_check_response(decision)
